@@ -1,0 +1,387 @@
+/*
+ * The fast path: every allocation entry point, and the reentrancy protocol.
+ *
+ * Who calls in: any thread, any signal handler, at any nesting, before or
+ * after initialisation, before or after the thread's cache exists, and after
+ * the thread's cache was handed back at exit.
+ *
+ * Reentrancy protocol (DESIGN.md; docs/SIGNAL-SAFETY.md has the argument):
+ *
+ *   depth is a plain per-thread counter in initial-exec TLS. Every entry
+ *   point does `d = depth++`, then a compiler signal fence, and looks at d:
+ *
+ *   d == 0  the caller is the owner: it may touch its cache's private lists
+ *           (struct sm_bucket) and call jemalloc (backend.c). Nothing else
+ *           on this thread can be inside the allocator, because a signal
+ *           handler that interrupts this window sees depth > 0.
+ *   d > 0   nested: a signal handler interrupted an allocator call on this
+ *           thread (at any depth). It must not touch the private lists (the
+ *           owner may be half way through a pop) nor call jemalloc (the
+ *           owner may hold its locks). It uses only the bucket's atomic lists
+ *           (lockless.h): an allocation takes one object from extra or
+ *           reserve, else returns NULL with errno = ENOMEM; a free pushes
+ *           onto extra and cannot fail.
+ *
+ *   Leaving restores depth after a second fence. Handlers nest strictly
+ *   (LIFO), so a handler has restored depth before the code it interrupted
+ *   resumes, and the non-atomic ++ and -- cannot lose an update.
+ *   No atomic read-modify-write and no syscall is on the d == 0 hit path.
+ *
+ * A bucket (one size class of one thread):
+ *
+ *   private:  head -> [obj] -> [obj] -> ... (count)     owner, depth 1 only
+ *             malloc pops while count > low_mark, free pushes while
+ *             count < high_mark; crossing either mark goes to refill.c.
+ *   atomic:   extra    nested frees             (any context pushes)
+ *             reserve  stock for nested mallocs (owner / refill thread push)
+ *             inbox    refills from the refill thread
+ *
+ * Objects carry no header: free() computes the class from the address
+ * (backend.c lays every class out in its own 64 GiB slot). A free object's
+ * first word is its list link; nothing else of it is written.
+ *
+ * Instruction budget of a hit (x86-64, gcc -O2, verified with objdump in
+ * docs/PERFORMANCE.md): malloc ~16 instructions, free ~15, no call.
+ */
+#include <string.h>
+
+#include "internal.h"
+#include "sigmalloc.h"
+
+/* The thread's state. The cache pointer starts at the sentinel, whose marks
+ * are 0, so that a new thread's first malloc and free miss into the slow
+ * path, which sets the thread up: the fast path has no init check. */
+__thread struct sm_thread _sm_thread sm_tls = {
+	.cache = (struct sm_cache *)&_sm_cache_empty,
+};
+
+#define SM_PAGE 4096u /* jemalloc's LG_PAGE as Debian builds it */
+
+/* ------------------------------------------------------------------------
+ * Depth window
+ * ---------------------------------------------------------------------- */
+
+static sm_always_inline uint32_t depth_enter(struct sm_thread *t)
+{
+	uint32_t d = t->depth;
+	t->depth = d + 1;
+	sm_signal_fence();
+	return d;
+}
+
+static sm_always_inline void depth_leave(struct sm_thread *t)
+{
+	sm_signal_fence();
+	t->depth--;
+}
+
+/* ------------------------------------------------------------------------
+ * Small objects: the fast path
+ * ---------------------------------------------------------------------- */
+
+/* Allocates one object of class cls; align (0 for plain malloc) only limits
+ * which neighbouring classes a nested allocation may fall back to. */
+static sm_always_inline void *alloc_class(uint32_t cls, size_t align)
+{
+	struct sm_thread *t = &_sm_thread;
+	if (sm_unlikely(depth_enter(t) != 0))
+		return _sm_nested_alloc(cls, align);
+	struct sm_bucket *b = &t->cache->bucket[cls];
+	uint32_t n = b->count;
+	if (sm_unlikely(n <= b->low_mark))
+		return _sm_alloc_slow(cls); /* leaves depth at 0 */
+	struct sm_node *node = b->head;
+	sm_unpoison(node, _sm_class_size[cls]);
+	b->head = node->next;
+	b->count = n - 1;
+	if (sm_config_stats)
+		b->hits++;
+	sm_signal_fence();
+	t->depth = 0;
+	return node;
+}
+
+static sm_always_inline void free_class(void *p, uint32_t cls)
+{
+	struct sm_thread *t = &_sm_thread;
+	if (sm_unlikely(depth_enter(t) != 0)) {
+		_sm_nested_free(p, cls);
+		return;
+	}
+	struct sm_bucket *b = &t->cache->bucket[cls];
+	uint32_t n = b->count;
+	if (sm_unlikely(n >= b->high_mark)) {
+		_sm_free_slow(p, cls); /* leaves depth at 0 */
+		return;
+	}
+	struct sm_node *node = p;
+	node->next = b->head;
+	b->head = node;
+	b->count = n + 1;
+	sm_poison(node, _sm_class_size[cls]);
+	sm_signal_fence();
+	t->depth = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Large objects and everything that is not a class pointer
+ * ---------------------------------------------------------------------- */
+
+static sm_noinline void *alloc_large(size_t size, size_t align, bool zero)
+{
+	struct sm_thread *t = &_sm_thread;
+	void *p = NULL;
+	if (depth_enter(t) == 0)
+		p = _sm_large_alloc(size, align, zero);
+	depth_leave(t);
+	/* Nested: jemalloc may be mid-operation under us; no large reserve. */
+	if (!p)
+		errno = ENOMEM;
+	return p;
+}
+
+static sm_noinline sm_cold void bad_pointer(const char *fn, void *p)
+{
+	_sm_fatal("sigmalloc: %s(): invalid pointer %p (never allocated by sigmalloc)\n", fn, p);
+}
+
+/* free() of NULL, of a large object, or of a foreign pointer. */
+static sm_noinline void free_other(void *p, uintptr_t slot)
+{
+	if (!p)
+		return;
+	if (sm_unlikely(!slot_is_large(slot)))
+		bad_pointer("free", p);
+	struct sm_thread *t = &_sm_thread;
+	if (depth_enter(t) == 0)
+		_sm_large_free(p);
+	else
+		_sm_deferred_push(p); /* freed by the next owner slow path */
+	depth_leave(t);
+}
+
+/* ------------------------------------------------------------------------
+ * The API
+ * ---------------------------------------------------------------------- */
+
+void *sm_malloc(size_t size)
+{
+	if (sm_likely(size <= SM_MAX_SMALL))
+		return alloc_class(class_of_size(size), 0);
+	return alloc_large(size, 0, false);
+}
+
+void sm_free(void *p)
+{
+	uintptr_t slot = slot_of(p);
+	if (sm_likely(slot < SM_NUM_CLASSES))
+		free_class(p, (uint32_t)slot);
+	else
+		free_other(p, slot);
+}
+
+/* The size is only a hint: the address says everything. */
+void sm_free_sized(void *p, size_t size)
+{
+	(void)size;
+	sm_free(p);
+}
+
+void sm_free_aligned_sized(void *p, size_t alignment, size_t size)
+{
+	(void)alignment, (void)size;
+	sm_free(p);
+}
+
+void *sm_calloc(size_t count, size_t size)
+{
+	size_t total;
+	if (sm_unlikely(__builtin_mul_overflow(count, size, &total))) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (sm_likely(total <= SM_MAX_SMALL)) {
+		void *p = alloc_class(class_of_size(total), 0);
+		if (p)
+			memset(p, 0, total);
+		return p;
+	}
+	/* jemalloc knows which of its pages are fresh and skips zeroing them. */
+	return alloc_large(total, 0, true);
+}
+
+/* Power-of-two align > 16 (smaller ones need nothing beyond malloc). */
+static void *alloc_aligned(size_t align, size_t size)
+{
+	if (align <= 16)
+		return sm_malloc(size);
+	uint32_t cls = _sm_class_aligned(size, align);
+	if (cls < SM_NUM_CLASSES)
+		return alloc_class(cls, align);
+	return alloc_large(size, align, false);
+}
+
+static inline bool is_pow2(size_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+int sm_posix_memalign(void **out, size_t alignment, size_t size)
+{
+	if (!is_pow2(alignment) || alignment % sizeof(void *) != 0)
+		return EINVAL;
+	int saved = errno;
+	void *p = alloc_aligned(alignment, size);
+	errno = saved; /* posix_memalign reports through its result only */
+	if (!p)
+		return ENOMEM;
+	*out = p;
+	return 0;
+}
+
+/* C17: the alignment must be valid (a power of two); NULL/EINVAL if not,
+ * as glibc 2.38 and later do. */
+void *sm_aligned_alloc(size_t alignment, size_t size)
+{
+	if (!is_pow2(alignment)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return alloc_aligned(alignment, size);
+}
+
+/* glibc's memalign: an alignment that is not a power of two is rounded up
+ * to the next one; one above SIZE_MAX / 2 + 1 is EINVAL. */
+void *sm_memalign(size_t alignment, size_t size)
+{
+	if (alignment > SIZE_MAX / 2 + 1) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!is_pow2(alignment)) {
+		size_t a = 16;
+		while (a < alignment)
+			a <<= 1;
+		alignment = a;
+	}
+	return alloc_aligned(alignment, size);
+}
+
+void *sm_valloc(size_t size)
+{
+	return alloc_aligned(SM_PAGE, size);
+}
+
+void *sm_pvalloc(size_t size)
+{
+	size_t rounded = (size + SM_PAGE - 1) & ~(size_t)(SM_PAGE - 1);
+	if (rounded < size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return alloc_aligned(SM_PAGE, rounded ? rounded : SM_PAGE);
+}
+
+/* Moves an object of usable size `old` to a new block of `size` bytes. */
+static void *realloc_move(void *p, size_t old, size_t size)
+{
+	void *q = sm_malloc(size);
+	if (!q)
+		return NULL; /* p is left untouched, as C requires */
+	memcpy(q, p, old < size ? old : size);
+	sm_free(p);
+	return q;
+}
+
+/*
+ * glibc semantics: realloc(NULL, n) is malloc(n); realloc(p, 0) frees p and
+ * returns NULL. A small object stays where it is while its class still
+ * fits: the new size maps to the same class, or to a smaller class but
+ * still fills more than half of this one (so that shrinking a lot gives the
+ * memory back, as jemalloc does).
+ */
+void *sm_realloc(void *p, size_t size)
+{
+	if (!p)
+		return sm_malloc(size);
+	if (size == 0) {
+		sm_free(p);
+		return NULL;
+	}
+	uintptr_t slot = slot_of(p);
+	if (slot < SM_NUM_CLASSES) {
+		size_t old = _sm_class_size[slot];
+		if (size <= SM_MAX_SMALL) {
+			uint32_t cls = class_of_size(size);
+			if (cls == slot || (cls < slot && size > old / 2))
+				return p;
+		}
+		return realloc_move(p, old, size);
+	}
+	if (!slot_is_large(slot))
+		bad_pointer("realloc", p);
+	struct sm_thread *t = &_sm_thread;
+	void *q = NULL;
+	if (size <= SM_MAX_SMALL) {
+		/* Shrinking below the top class: into a class, by copy. */
+		if (depth_enter(t) == 0) {
+			depth_leave(t);
+			return realloc_move(p, size, size);
+		}
+	} else if (depth_enter(t) == 0) {
+		q = _sm_large_realloc(p, size);
+	}
+	depth_leave(t);
+	if (!q)
+		errno = ENOMEM;
+	return q;
+}
+
+void *sm_reallocarray(void *p, size_t count, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(count, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return sm_realloc(p, total);
+}
+
+/* The class size for our objects. For a large object jemalloc knows; that
+ * lookup is not async-signal-safe, so from a nested context it answers 0. */
+size_t sm_malloc_usable_size(void *p)
+{
+	if (!p)
+		return 0;
+	uintptr_t slot = slot_of(p);
+	if (slot < SM_NUM_CLASSES)
+		return _sm_class_size[slot];
+	if (!slot_is_large(slot))
+		bad_pointer("malloc_usable_size", p);
+	struct sm_thread *t = &_sm_thread;
+	size_t n = 0;
+	if (depth_enter(t) == 0)
+		n = _sm_backend_usable_large(p);
+	depth_leave(t);
+	return n;
+}
+
+int sm_malloc_trim(size_t pad)
+{
+	(void)pad;
+	struct sm_thread *t = &_sm_thread;
+	int done = 0;
+	if (depth_enter(t) == 0) {
+		_sm_trim_thread();
+		done = 1;
+	}
+	depth_leave(t);
+	return done;
+}
+
+#ifdef SM_OVERRIDE
+/* libsigmalloc.so: the aliases, in this translation unit so that malloc is
+ * sm_malloc itself, not a call to it (STYLE.md 2, as mimalloc's
+ * alloc-override.c). */
+#include "../preload/override.c"
+#endif

@@ -1,0 +1,329 @@
+/*
+ * The backend: jemalloc, and the only file that calls it.
+ *
+ * Who calls in: the owner of a thread cache at depth 1, the refill thread,
+ * and thread-exit and fork handlers, never a nested (signal) context: every
+ * way into this file passes the depth counter (alloc.c), so a thread is
+ * never inside jemalloc twice.
+ *
+ * Address layout (types.h): at init we reserve one range of address space,
+ * aligned to 64 GiB, and give each class its own 64 GiB slot and jemalloc
+ * arena (arenas.create with extent hooks). The hooks hand the arena extents
+ * carved from its slot by an atomic bump pointer, so that every object of
+ * class c lies in slot c, and free() finds the class with one subtraction
+ * and one shift (no header, no lookup). Large objects (above 4 KiB) come
+ * from SM_LARGE_ARENAS arenas that share the slots after the classes, so
+ * that a pointer outside the whole reservation was never handed out by us:
+ * free() of it is a bug of the caller, reported as such.
+ *
+ *   _sm_base
+ *   | slot 0: 16 B | slot 1: 32 B | ... | slot 27: 4 KiB | 28-31 | 32..: large |
+ *
+ * The hooks keep jemalloc in charge of everything else: extents are never
+ * unmapped (dalloc opts out, so jemalloc retains and reuses them), purging
+ * is madvise(MADV_FREE / MADV_DONTNEED), and split and merge are allowed.
+ * Hooks run under jemalloc's locks on whatever thread called jemalloc; they
+ * only make system calls.
+ *
+ * Through the thread's jemalloc tcache: a tcache bin holds one size class,
+ * and every jemalloc allocation of a size <= 4 KiB that sigmalloc makes names
+ * the class arena, so each bin only ever holds objects of its one arena.
+ * _sm_backend_alloc_batch checks that on every object (one compare) and
+ * stops the program if jemalloc ever breaks it (a program calling
+ * jemalloc's own mallocx() directly could; docs/SIGNAL-SAFETY.md).
+ */
+#include <jemalloc/jemalloc.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+uintptr_t _sm_base = SM_BASE_UNSET;
+uint32_t _sm_large_slots;
+
+/* One bump range and the hooks that carve extents from it. `hooks` comes
+ * first: jemalloc hands the hooks pointer back to every hook. */
+struct range {
+	extent_hooks_t hooks;
+	_Atomic uintptr_t next;  //! bump pointer; CAS by any thread in a hook
+	uintptr_t end;           //! written once at init
+};
+
+static struct range class_range[SM_NUM_CLASSES];
+static struct range large_range;
+static unsigned class_arena[SM_NUM_CLASSES];
+static unsigned large_arena[SM_LARGE_ARENAS];
+
+static void *range_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
+                         bool *zero, bool *commit, unsigned arena_ind)
+{
+	(void)arena_ind;
+	struct range *r = (struct range *)h;
+	uintptr_t cur = atomic_load_explicit(&r->next, memory_order_relaxed);
+	uintptr_t start, end;
+	if (alignment == 0)
+		alignment = 1;
+	do {
+		if (new_addr) {
+			/* Only growth in place at the bump point can be had. */
+			if ((uintptr_t)new_addr != cur)
+				return NULL;
+			start = cur;
+		} else {
+			start = (cur + alignment - 1) & ~(uintptr_t)(alignment - 1);
+		}
+		end = start + size;
+		if (end < start || end > r->end)
+			return NULL;
+	} while (!atomic_compare_exchange_weak_explicit(&r->next, &cur, end, memory_order_relaxed,
+	                                                memory_order_relaxed));
+	/* The reservation is PROT_NONE: make this extent usable. It stays so for
+	 * good (decommit opts out), so commit charge is taken once here. */
+	if (mprotect((void *)start, size, PROT_READ | PROT_WRITE) != 0)
+		return NULL; /* the address space stays burnt; jemalloc reports OOM */
+	*zero = true;
+	*commit = true;
+	return (void *)start;
+}
+
+static bool range_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committed,
+                         unsigned arena_ind)
+{
+	(void)h, (void)addr, (void)size, (void)committed, (void)arena_ind;
+	return true; /* opt out: jemalloc retains the extent for reuse */
+}
+
+static void range_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed,
+                          unsigned arena_ind)
+{
+	(void)h, (void)committed, (void)arena_ind;
+	madvise(addr, size, MADV_DONTNEED);
+}
+
+static bool range_commit(extent_hooks_t *h, void *addr, size_t size, size_t offset,
+                         size_t length, unsigned arena_ind)
+{
+	(void)h, (void)addr, (void)size, (void)offset, (void)length, (void)arena_ind;
+	return false; /* always committed */
+}
+
+static bool range_decommit(extent_hooks_t *h, void *addr, size_t size, size_t offset,
+                           size_t length, unsigned arena_ind)
+{
+	(void)h, (void)addr, (void)size, (void)offset, (void)length, (void)arena_ind;
+	return true; /* opt out: jemalloc purges instead */
+}
+
+static bool range_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t offset,
+                             size_t length, unsigned arena_ind)
+{
+	(void)h, (void)size, (void)arena_ind;
+	return madvise((char *)addr + offset, length, MADV_FREE) != 0;
+}
+
+static bool range_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t offset,
+                               size_t length, unsigned arena_ind)
+{
+	(void)h, (void)size, (void)arena_ind;
+	/* Private anonymous memory reads back as zeros: jemalloc relies on it. */
+	return madvise((char *)addr + offset, length, MADV_DONTNEED) != 0;
+}
+
+static bool range_split(extent_hooks_t *h, void *addr, size_t size, size_t size_a,
+                        size_t size_b, bool committed, unsigned arena_ind)
+{
+	(void)h, (void)addr, (void)size, (void)size_a, (void)size_b, (void)committed,
+		(void)arena_ind;
+	return false;
+}
+
+static bool range_merge(extent_hooks_t *h, void *addr_a, size_t size_a, void *addr_b,
+                        size_t size_b, bool committed, unsigned arena_ind)
+{
+	(void)h, (void)addr_a, (void)size_a, (void)addr_b, (void)size_b, (void)committed,
+		(void)arena_ind;
+	return false;
+}
+
+static const extent_hooks_t range_hooks = {
+	.alloc = range_alloc,
+	.dalloc = range_dalloc,
+	.destroy = range_destroy,
+	.commit = range_commit,
+	.decommit = range_decommit,
+	.purge_lazy = range_purge_lazy,
+	.purge_forced = range_purge_forced,
+	.split = range_split,
+	.merge = range_merge,
+};
+
+static bool range_arena_create(struct range *r, uintptr_t start, uintptr_t end, unsigned *ind)
+{
+	r->hooks = range_hooks;
+	atomic_store_explicit(&r->next, start, memory_order_relaxed);
+	r->end = end;
+	extent_hooks_t *hooks = &r->hooks;
+	size_t len = sizeof *ind;
+	return mallctl("arenas.create", ind, &len, &hooks, sizeof hooks) == 0;
+}
+
+/* Reserves the whole layout, as large as the system allows: the large part
+ * halves until mmap accepts it (ulimit -v, or a small address space). */
+static uintptr_t reserve_layout(uint32_t *large_slots)
+{
+	for (uint32_t large = SM_LARGE_SLOTS_MAX; large >= SM_LARGE_SLOTS_MIN; large /= 2) {
+		size_t len = (size_t)(SM_LARGE_FIRST_SLOT + large) * SM_SLOT_SIZE;
+		size_t padded = len + SM_SLOT_SIZE;
+		void *m = mmap(NULL, padded, PROT_NONE,
+		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (m == MAP_FAILED)
+			continue;
+		uintptr_t lo = (uintptr_t)m;
+		uintptr_t base = (lo + SM_SLOT_SIZE - 1) & ~(SM_SLOT_SIZE - 1);
+		if (base > lo)
+			munmap(m, base - lo);
+		if (lo + padded > base + len)
+			munmap((void *)(base + len), lo + padded - (base + len));
+		*large_slots = large;
+		return base;
+	}
+	return 0;
+}
+
+bool _sm_backend_init(void)
+{
+	uint32_t large_slots;
+	uintptr_t base = reserve_layout(&large_slots);
+	if (!base) {
+		_sm_message("sigmalloc: cannot reserve address space; every allocation fails\n");
+		return false;
+	}
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		uintptr_t start = base + (uintptr_t)cls * SM_SLOT_SIZE;
+		if (!range_arena_create(&class_range[cls], start, start + SM_SLOT_SIZE,
+		                        &class_arena[cls])) {
+			_sm_message("sigmalloc: jemalloc arenas.create failed\n");
+			return false;
+		}
+	}
+	uintptr_t large_start = base + (uintptr_t)SM_LARGE_FIRST_SLOT * SM_SLOT_SIZE;
+	uintptr_t large_end = large_start + (uintptr_t)large_slots * SM_SLOT_SIZE;
+	/* All large arenas share one range: the same hooks, one bump pointer. */
+	if (!range_arena_create(&large_range, large_start, large_end, &large_arena[0]))
+		return false;
+	for (uint32_t i = 1; i < SM_LARGE_ARENAS; i++) {
+		extent_hooks_t *hooks = &large_range.hooks;
+		size_t len = sizeof large_arena[i];
+		if (mallctl("arenas.create", &large_arena[i], &len, &hooks, sizeof hooks) != 0)
+			return false;
+	}
+	_sm_large_slots = large_slots;
+	/* Published last: from here on, free() classifies by address. */
+	__atomic_store_n(&_sm_base, base, __ATOMIC_RELEASE);
+	return true;
+}
+
+uint32_t _sm_backend_large_arena(uint32_t seq)
+{
+	return large_arena[seq % SM_LARGE_ARENAS];
+}
+
+static inline int tcache_flag(bool no_tcache)
+{
+	return no_tcache ? MALLOCX_TCACHE_NONE : 0;
+}
+
+uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
+                                 struct sm_node **last, bool no_tcache)
+{
+	const size_t size = _sm_class_size[cls];
+	const int flags = MALLOCX_ARENA(class_arena[cls]) | tcache_flag(no_tcache);
+	struct sm_node *head = NULL, *tail = NULL;
+	uint32_t got = 0;
+	for (; got < n; got++) {
+		struct sm_node *node = mallocx(size, flags);
+		if (sm_unlikely(!node))
+			break;
+		if (sm_unlikely(slot_of(node) != cls))
+			_sm_fatal("sigmalloc: jemalloc returned %p outside the range of class %u "
+			          "(was jemalloc's own API called directly?)\n",
+			          (void *)node, cls);
+		node->next = head;
+		head = node;
+		if (!tail)
+			tail = node;
+	}
+	*first = head;
+	*last = tail;
+	return got;
+}
+
+void _sm_backend_free_chain(uint32_t cls, struct sm_node *node, bool no_tcache)
+{
+	const size_t size = _sm_class_size[cls];
+	const int flags = tcache_flag(no_tcache);
+	while (node) {
+		struct sm_node *next = node->next;
+		sm_unpoison(node, size);
+		sdallocx(node, size, flags);
+		node = next;
+	}
+}
+
+void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena,
+                              bool no_tcache)
+{
+	/* jemalloc's limit is PTRDIFF_MAX; say so before its arithmetic does. */
+	if (size > PTRDIFF_MAX || align > ((size_t)1 << 40))
+		return NULL;
+	int flags = MALLOCX_ARENA(arena) | tcache_flag(no_tcache);
+	if (align > 16)
+		flags |= MALLOCX_ALIGN(align);
+	if (zero)
+		flags |= MALLOCX_ZERO;
+	void *p = mallocx(size, flags);
+	if (p && sm_unlikely(!slot_is_large(slot_of(p))))
+		_sm_fatal("sigmalloc: jemalloc returned %p outside the large range\n", p);
+	return p;
+}
+
+void _sm_backend_free_large(void *p, bool no_tcache)
+{
+	dallocx(p, tcache_flag(no_tcache));
+}
+
+size_t _sm_backend_usable_large(void *p)
+{
+	return sallocx(p, 0);
+}
+
+void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena)
+{
+	if (size > PTRDIFF_MAX)
+		return NULL;
+	void *q = rallocx(p, size, MALLOCX_ARENA(arena));
+	if (q && sm_unlikely(!slot_is_large(slot_of(q))))
+		_sm_fatal("sigmalloc: jemalloc returned %p outside the large range\n", q);
+	return q;
+}
+
+void _sm_backend_purge(void)
+{
+	mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+	char name[64];
+	_sm_format(name, sizeof name, "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
+	mallctl(name, NULL, NULL, NULL, 0);
+}
+
+bool _sm_backend_read_u64(const char *name, uint64_t *out)
+{
+	uint64_t epoch = 1;
+	size_t len = sizeof epoch;
+	mallctl("epoch", &epoch, &len, &epoch, len);
+	size_t v = 0;
+	len = sizeof v;
+	if (mallctl(name, &v, &len, NULL, 0) != 0)
+		return false;
+	*out = v;
+	return true;
+}

@@ -1,0 +1,241 @@
+/*
+ * Thread caches: global initialisation, the registry of caches, thread
+ * set-up and exit, and fork.
+ *
+ * Who calls in: the owner at depth 1 from a slow path (set-up), the pthread
+ * key destructor of an exiting thread, pthread_atfork handlers, and the
+ * statistics reader (registry walk). Never a nested context: set-up takes a
+ * lock and calls mmap.
+ *
+ * Registry: a singly linked list of every cache ever made, through
+ * next_all, pushed under registry_lock and never unlinked, so a reader may
+ * walk it without the lock (next_all is written before the cache is
+ * published and never again). Caches are never unmapped; an exited
+ * thread's cache is drained and reused by the next new thread, so the
+ * registry is as long as the most threads ever alive at once.
+ *
+ *   state:  FREE --(thread set-up)--> LIVE --(key destructor)--> FREE
+ *                                       \--(fork child, other threads)--> FREE
+ *
+ * A cache costs sizeof(struct sm_cache) rounded to pages (docs/MEMORY.md),
+ * plus what it holds.
+ *
+ * Thread exit: the key destructor runs at depth 0 on the exiting thread.
+ * It points the thread at the sentinel and marks it DEAD first, so that
+ * any later call on the thread (a later destructor, glibc's teardown, a
+ * signal handler) uses no cache, then returns every cached object to
+ * jemalloc and frees the cache for reuse.
+ *
+ * fork: prepare takes registry_lock (ours is registered after jemalloc's,
+ * so it runs before jemalloc takes its own locks: registry_lock is always
+ * taken before any jemalloc lock). In the child, the forking thread keeps
+ * its cache; the other threads do not exist there, and their caches were
+ * copied at arbitrary instants (page by page, while they ran), so their
+ * contents cannot be trusted: the child resets those caches to empty and
+ * FREE for reuse and leaks the objects they held, as jemalloc does with
+ * the tcaches of those threads.
+ */
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "lockless.h"
+
+const struct sm_cache _sm_cache_empty; /* all marks 0: every call misses */
+
+_Atomic int _sm_initialized; /* 0 not yet, 1 ready, -1 failed */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(struct sm_cache *) registry;
+static pthread_key_t exit_key;
+static uint32_t large_arena_seq; /* under registry_lock */
+
+struct sm_cache *_sm_registry_first(void)
+{
+	return atomic_load_explicit(&registry, memory_order_acquire);
+}
+
+static void thread_exit(void *arg);
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+/* Global set-up, once, on the first slow path of any thread (not in a
+ * constructor: malloc runs before constructors do). Depth 1. */
+static bool init_once(void)
+{
+	_sm_options_init();
+	if (!_sm_backend_init())
+		return false;
+	if (pthread_key_create(&exit_key, thread_exit) != 0)
+		return false;
+	/* After jemalloc's own registration (its init ran inside
+	 * _sm_backend_init), so that our prepare runs first. */
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	return true;
+}
+
+bool _sm_init(void)
+{
+	int state = atomic_load_explicit(&_sm_initialized, memory_order_acquire);
+	if (sm_likely(state != 0))
+		return state > 0;
+	pthread_mutex_lock(&registry_lock);
+	state = atomic_load_explicit(&_sm_initialized, memory_order_relaxed);
+	if (state == 0) {
+		state = init_once() ? 1 : -1;
+		atomic_store_explicit(&_sm_initialized, state, memory_order_release);
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return state > 0;
+}
+
+static void cache_set_marks(struct sm_cache *c)
+{
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		struct sm_bucket *b = &c->bucket[cls];
+		struct sm_bucket_slow *s = &c->slow[cls];
+		uint32_t low, high, batch, cap;
+		_sm_class_watermarks(cls, &low, &high, &batch, &cap);
+		/* Without a refill thread, refill when empty (issue 3 arms it). */
+		b->low_mark = 0;
+		b->high_mark = high;
+		b->batch = batch;
+		s->high_default = high;
+		s->high_cap = cap;
+	}
+}
+
+/* Takes a FREE cache from the registry, or maps a new one. */
+static struct sm_cache *cache_acquire(void)
+{
+	struct sm_cache *c;
+	pthread_mutex_lock(&registry_lock);
+	for (c = _sm_registry_first(); c; c = c->next_all) {
+		if (atomic_load_explicit(&c->state, memory_order_relaxed) == SM_CACHE_FREE)
+			break;
+	}
+	if (!c) {
+		void *m = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m != MAP_FAILED) {
+			c = m;
+			c->next_all = _sm_registry_first();
+			atomic_store_explicit(&registry, c, memory_order_release);
+		}
+	}
+	if (c) {
+		atomic_store_explicit(&c->state, SM_CACHE_LIVE, memory_order_relaxed);
+		c->large_arena = _sm_backend_large_arena(large_arena_seq++);
+	}
+	pthread_mutex_unlock(&registry_lock);
+	if (c)
+		cache_set_marks(c);
+	return c;
+}
+
+struct sm_cache *_sm_thread_setup(void)
+{
+	struct sm_thread *t = &_sm_thread;
+	if (t->state == SM_THREAD_DEAD || !_sm_init())
+		return NULL;
+	struct sm_cache *c = cache_acquire();
+	if (!c)
+		return NULL;
+	t->cache = c;
+	t->state = SM_THREAD_LIVE;
+	/* pthread_setspecific may call calloc (for keys past the first 32).
+	 * Let it, at depth 0: the cache is complete and this slow path has not
+	 * touched any list yet. */
+	sm_signal_fence();
+	t->depth = 0;
+	pthread_setspecific(exit_key, c);
+	t->depth = 1;
+	sm_signal_fence();
+	return c;
+}
+
+/* Returns every object a cache holds to jemalloc. Caller: the owner at
+ * depth 1, or whoever has made the cache theirs (it is not LIVE). */
+void _sm_cache_flush(struct sm_cache *c, bool no_tcache)
+{
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		struct sm_bucket *b = &c->bucket[cls];
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		if (b->count) {
+			struct sm_node *node = b->head;
+			/* Unpoison while walking (ASan builds), then free all. */
+			for (struct sm_node *n = node; n;) {
+				sm_unpoison(n, _sm_class_size[cls]);
+				n = n->next;
+			}
+			c->slow[cls].objects_trimmed += b->count;
+			_sm_backend_free_chain(cls, node, no_tcache);
+			b->head = NULL;
+			b->count = 0;
+		}
+		b->high_mark = c->slow[cls].high_default;
+		_Atomic(struct sm_node *) *lists[] = { &sh->extra, &sh->reserve, &sh->inbox };
+		_Atomic int32_t *counts[] = { &sh->extra_count, &sh->reserve_count, &sh->inbox_count };
+		for (int i = 0; i < 3; i++) {
+			struct sm_node *chain = list_take_all(lists[i]);
+			if (chain) {
+				uint32_t n;
+				chain_last(chain, &n);
+				atomic_fetch_sub_explicit(counts[i], (int32_t)n, memory_order_relaxed);
+				c->slow[cls].objects_trimmed += n;
+				_sm_backend_free_chain(cls, chain, no_tcache);
+			}
+		}
+	}
+	c->used_mask = 0;
+	atomic_store_explicit(&c->reserve_want, 0, memory_order_relaxed);
+}
+
+static void thread_exit(void *arg)
+{
+	struct sm_cache *c = arg;
+	struct sm_thread *t = &_sm_thread;
+	t->depth++;
+	sm_signal_fence();
+	if (t->cache == c) {
+		/* From here on this thread, and its handlers, use no cache. */
+		t->cache = (struct sm_cache *)&_sm_cache_empty;
+		t->state = SM_THREAD_DEAD;
+		sm_signal_fence();
+		_sm_deferred_drain(true);
+		_sm_cache_flush(c, true);
+		atomic_store_explicit(&c->state, SM_CACHE_FREE, memory_order_release);
+	}
+	sm_signal_fence();
+	t->depth--;
+}
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&registry_lock);
+}
+
+static void fork_parent(void)
+{
+	pthread_mutex_unlock(&registry_lock);
+}
+
+/* Resets a cache whose owner does not exist in this process. */
+static void cache_forget(struct sm_cache *c)
+{
+	struct sm_cache *next = c->next_all;
+	memset(c, 0, sizeof *c);
+	c->next_all = next;
+	atomic_store_explicit(&c->state, SM_CACHE_FREE, memory_order_relaxed);
+}
+
+static void fork_child(void)
+{
+	pthread_mutex_init(&registry_lock, NULL);
+	struct sm_cache *mine = _sm_thread.cache;
+	for (struct sm_cache *c = _sm_registry_first(); c; c = c->next_all)
+		if (c != mine)
+			cache_forget(c);
+}

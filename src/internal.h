@@ -1,0 +1,142 @@
+/*
+ * sigmalloc internal declarations, grouped by the file that owns them.
+ * Everything here is hidden: only include/sigmalloc.h is exported.
+ */
+#ifndef SM_INTERNAL_H
+#define SM_INTERNAL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "types.h"
+
+#define sm_likely(x) __builtin_expect(!!(x), 1)
+#define sm_unlikely(x) __builtin_expect(!!(x), 0)
+#define sm_noinline __attribute__((noinline))
+#define sm_cold __attribute__((cold))
+#define sm_always_inline inline __attribute__((always_inline))
+#define sm_hidden __attribute__((visibility("hidden")))
+#define sm_tls __attribute__((tls_model("initial-exec")))
+
+/* The compiler barrier that delimits a depth window: a signal handler runs
+ * on this thread, so ordering against it needs no CPU fence. */
+#define sm_signal_fence() atomic_signal_fence(memory_order_seq_cst)
+
+/* Statistics switch (STYLE.md 11): a constant, so that `if` costs nothing. */
+#ifndef SM_CONFIG_STATS
+#define SM_CONFIG_STATS 1
+#endif
+static const bool sm_config_stats = SM_CONFIG_STATS;
+
+/* Assertions that cost nothing unless SM_DEBUG is set. */
+#ifdef SM_DEBUG
+#define sm_assert(x) ((x) ? (void)0 : _sm_assert_fail(#x, __FILE__, __LINE__))
+#else
+#define sm_assert(x) ((void)0)
+#endif
+
+/* AddressSanitizer: objects sitting in a cache are poisoned (issue 4). */
+#if !defined(__SANITIZE_ADDRESS__) && defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define __SANITIZE_ADDRESS__ 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define SM_ASAN 1
+#define sm_poison(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define sm_unpoison(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define SM_ASAN 0
+#define sm_poison(p, n) ((void)(p), (void)(n))
+#define sm_unpoison(p, n) ((void)(p), (void)(n))
+#endif
+
+// "sizeclass.c"
+extern const uint8_t _sm_class_of_units[257] sm_hidden;      /* (size+15)>>4 -> class */
+extern const uint32_t _sm_class_size[SM_NUM_CLASSES] sm_hidden;
+static inline uint32_t class_of_size(size_t size) { return _sm_class_of_units[(size + 15) >> 4]; }
+/* Smallest class >= size whose size is a multiple of align (align <= 4096);
+ * SM_NUM_CLASSES if none. */
+uint32_t _sm_class_aligned(size_t size, size_t align) sm_hidden;
+/* Kernel watermarks for a class (memalloc.c prefill_mem_cache). */
+void _sm_class_watermarks(uint32_t cls, uint32_t *low, uint32_t *high, uint32_t *batch,
+                          uint32_t *cap) sm_hidden;
+
+// "backend.c": jemalloc, the only file that calls it.
+extern uintptr_t _sm_base sm_hidden;  /* SM_BASE_UNSET until init */
+static inline uintptr_t slot_of(const void *p) { return ((uintptr_t)p - _sm_base) >> SM_SLOT_SHIFT; }
+extern uint32_t _sm_large_slots sm_hidden;
+static inline bool slot_is_large(uintptr_t slot)
+{
+	return slot - SM_LARGE_FIRST_SLOT < _sm_large_slots;
+}
+bool _sm_backend_init(void) sm_hidden;
+/* Allocates up to n objects of class cls as a chain; returns its length. */
+uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
+                                 struct sm_node **last, bool no_tcache) sm_hidden;
+void _sm_backend_free_chain(uint32_t cls, struct sm_node *first, bool no_tcache) sm_hidden;
+void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena,
+                              bool no_tcache) sm_hidden;
+void _sm_backend_free_large(void *p, bool no_tcache) sm_hidden;
+size_t _sm_backend_usable_large(void *p) sm_hidden;
+void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena) sm_hidden;
+void _sm_backend_purge(void) sm_hidden;
+uint32_t _sm_backend_large_arena(uint32_t seq) sm_hidden;
+bool _sm_backend_read_u64(const char *name, uint64_t *out) sm_hidden;
+
+// "alloc.c": the fast path and the entry points.
+extern __thread struct sm_thread _sm_thread sm_tls sm_hidden;
+
+// "cache.c": thread caches, their registry, thread exit and fork.
+extern const struct sm_cache _sm_cache_empty sm_hidden;
+/* Sets up the calling thread at depth 1; NULL if it cannot have a cache. */
+struct sm_cache *_sm_thread_setup(void) sm_hidden;
+void _sm_cache_flush(struct sm_cache *c, bool no_tcache) sm_hidden;
+bool _sm_init(void) sm_hidden;
+extern _Atomic int _sm_initialized sm_hidden;
+/* Iterates the registry (read-only, lock-free: next_all is written once). */
+struct sm_cache *_sm_registry_first(void) sm_hidden;
+
+// "refill.c": the slow paths, at depth 1.
+void *_sm_alloc_slow(uint32_t cls) sm_hidden;
+void _sm_free_slow(void *p, uint32_t cls) sm_hidden;
+void *_sm_nested_alloc(uint32_t cls, size_t align) sm_hidden;
+void _sm_nested_free(void *p, uint32_t cls) sm_hidden;
+void _sm_deferred_push(void *p) sm_hidden;
+void *_sm_large_alloc(size_t size, size_t align, bool zero) sm_hidden;
+void _sm_large_free(void *p) sm_hidden;
+void *_sm_large_realloc(void *p, size_t size) sm_hidden;
+void _sm_trim_thread(void) sm_hidden;
+void _sm_deferred_drain(bool no_tcache) sm_hidden;
+void _sm_reserve_restock(struct sm_cache *c) sm_hidden;
+void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep) sm_hidden;
+/* Splices a chain first..last of n objects onto a private bucket. */
+void _sm_bucket_splice(struct sm_bucket *b, uint32_t cls, struct sm_node *first,
+                       struct sm_node *last, uint32_t n) sm_hidden;
+
+// "options.c"
+struct sm_options {
+	uint32_t reserve;      /* nested reserve per used class (SIGMALLOC_RESERVE) */
+	uint32_t cap_bytes;    /* slow-start limit of one bucket (SIGMALLOC_BUCKET_MAX) */
+	bool stats_at_exit;    /* SIGMALLOC_STATS */
+	bool verbose;          /* SIGMALLOC_VERBOSE */
+};
+extern struct sm_options _sm_options sm_hidden;
+void _sm_options_init(void) sm_hidden;
+
+// "message.c": the one error sink; write(2) from a stack buffer.
+/* Formats %s %p %zu %u %d %x into a stack buffer (no libc) and writes it. */
+void _sm_message(const char *fmt, ...) sm_hidden __attribute__((format(printf, 1, 2)));
+_Noreturn void _sm_fatal(const char *fmt, ...) sm_hidden sm_cold
+	__attribute__((format(printf, 1, 2)));
+_Noreturn void _sm_assert_fail(const char *what, const char *file, int line) sm_hidden sm_cold;
+/* Small formatter usable from anywhere: returns bytes written (<= cap-1). */
+size_t _sm_format(char *buf, size_t cap, const char *fmt, ...) sm_hidden
+	__attribute__((format(printf, 3, 4)));
+void _sm_write_all(int fd, const char *buf, size_t len) sm_hidden;
+
+
+#endif /* SM_INTERNAL_H */

@@ -1,0 +1,423 @@
+/*
+ * The slow paths: refill and trim of a bucket, the nested (signal) paths,
+ * large objects, and the deferred-free list.
+ *
+ * Who calls in, and what each may touch:
+ *
+ *   _sm_alloc_slow, _sm_free_slow     the owner at depth 1, from the fast
+ *   _sm_large_*, _sm_trim_thread      path: private lists, atomic lists, jemalloc,
+ *                                     the registry lock (thread set-up).
+ *                                     They leave depth at 0 (alloc/free slow)
+ *                                     or to the caller (large, trim).
+ *   _sm_nested_alloc, _sm_nested_free a signal handler, depth >= 2: atomic
+ *                                     lists only (lockless.h). No lock, no
+ *                                     jemalloc, no libc call but memcpy-free
+ *                                     pointer work. They decrement depth.
+ *   _sm_deferred_push                 any context: one lock-free push.
+ *
+ * Refill (bucket empty, at depth 1), in order of cost:
+ *   1. extra: objects that nested frees left on this thread;
+ *   2. inbox: a batch the refill thread delivered;
+ *   3. jemalloc: `batch` objects through this thread's jemalloc tcache
+ *      (a "synchronous miss"). The owner is provably not inside jemalloc:
+ *      every way into jemalloc passes the depth counter.
+ * Trim (bucket at high_mark, at depth 1): slow start first, as tcmalloc does
+ * with its free lists: high_mark grows by `batch` up to the class cap, so a
+ * thread that keeps more objects live caches more; once at the cap, `batch`
+ * objects go back to jemalloc.
+ *
+ * Nested reserve: each class this thread has used keeps up to
+ * _sm_options.reserve objects on `reserve` for its signal handlers. A
+ * nested allocation takes from `extra` first (what handlers freed), then
+ * `reserve`, and may climb to a larger class (free finds the class by
+ * address, so any class that fits serves). Taking from `reserve` sets the
+ * class's bit in reserve_want; the owner's next slow path restocks it.
+ */
+#include <string.h>
+
+#include "internal.h"
+#include "lockless.h"
+
+/* Nested allocations may be served from this many larger classes. */
+#define SM_NESTED_CLIMB 4u
+
+/* Frees that could not be done where they happened (nested frees of large
+ * objects, frees on a thread without a cache): drained at depth 1. */
+static _Atomic(struct sm_node *) deferred;
+
+static inline struct sm_cache *cache_empty(void)
+{
+	return (struct sm_cache *)&_sm_cache_empty;
+}
+
+/* ------------------------------------------------------------------------
+ * Private list helpers (owner only)
+ * ---------------------------------------------------------------------- */
+
+void _sm_bucket_splice(struct sm_bucket *b, uint32_t cls, struct sm_node *first,
+                       struct sm_node *last, uint32_t n)
+{
+	last->next = b->head;
+	b->head = first;
+	b->count += n;
+	if (SM_ASAN) { /* objects on a private list are poisoned (issue 4) */
+		struct sm_node *node = first;
+		for (uint32_t i = 0; i < n; i++) {
+			struct sm_node *next = node->next;
+			sm_poison(node, _sm_class_size[cls]);
+			node = next;
+		}
+	}
+	(void)cls;
+}
+
+/* Detaches up to n objects from the head of a private list. */
+static uint32_t bucket_take(struct sm_bucket *b, uint32_t cls, uint32_t n,
+                            struct sm_node **first, struct sm_node **last)
+{
+	uint32_t got = 0;
+	struct sm_node *head = b->head, *tail = NULL;
+	*first = head;
+	while (got < n && head) {
+		sm_unpoison(head, _sm_class_size[cls]);
+		tail = head;
+		head = head->next;
+		got++;
+	}
+	if (tail)
+		tail->next = NULL;
+	b->head = head;
+	b->count -= got;
+	*last = tail;
+	return got;
+}
+
+/* Moves a whole atomic list onto the private list. */
+static uint32_t bucket_take_list(struct sm_bucket *b, uint32_t cls,
+                                 _Atomic(struct sm_node *) *list, _Atomic int32_t *count)
+{
+	struct sm_node *first = list_take_all(list);
+	if (!first)
+		return 0;
+	uint32_t n;
+	struct sm_node *last = chain_last(first, &n);
+	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
+	_sm_bucket_splice(b, cls, first, last, n);
+	return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Housekeeping done on every slow path: cheap when there is nothing to do
+ * (two relaxed loads).
+ * ---------------------------------------------------------------------- */
+
+void _sm_deferred_push(void *p)
+{
+	list_push(&deferred, p);
+}
+
+void _sm_deferred_drain(bool no_tcache)
+{
+	struct sm_node *node = list_take_all(&deferred);
+	while (node) {
+		struct sm_node *next = node->next;
+		uintptr_t slot = slot_of(node);
+		if (slot < SM_NUM_CLASSES) {
+			node->next = NULL;
+			_sm_backend_free_chain((uint32_t)slot, node, no_tcache);
+		} else {
+			_sm_backend_free_large(node, no_tcache);
+		}
+		node = next;
+	}
+}
+
+void _sm_reserve_restock(struct sm_cache *c)
+{
+	uint32_t want = atomic_exchange_explicit(&c->reserve_want, 0, memory_order_relaxed);
+	while (want) {
+		uint32_t cls = (uint32_t)__builtin_ctz(want);
+		want &= want - 1;
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		int32_t have = atomic_load_explicit(&sh->reserve_count, memory_order_relaxed);
+		if (have < 0)
+			have = 0;
+		if ((uint32_t)have >= _sm_options.reserve)
+			continue;
+		uint32_t need = _sm_options.reserve - (uint32_t)have;
+		struct sm_node *first, *last;
+		uint32_t got;
+		struct sm_bucket *b = &c->bucket[cls];
+		if (b->count > need)
+			got = bucket_take(b, cls, need, &first, &last);
+		else
+			got = _sm_backend_alloc_batch(cls, need, &first, &last, false);
+		if (!got)
+			continue;
+		c->slow[cls].objects_refilled += b->count > need ? 0 : got;
+		atomic_fetch_add_explicit(&sh->reserve_count, (int32_t)got, memory_order_relaxed);
+		list_push_chain(&sh->reserve, first, last);
+	}
+}
+
+static inline void housekeeping(struct sm_cache *c)
+{
+	if (sm_unlikely(atomic_load_explicit(&deferred, memory_order_relaxed) != NULL))
+		_sm_deferred_drain(false);
+	if (sm_unlikely(atomic_load_explicit(&c->reserve_want, memory_order_relaxed) != 0))
+		_sm_reserve_restock(c);
+}
+
+/* ------------------------------------------------------------------------
+ * Threads without a cache: a thread whose cache was handed back at exit
+ * (later pthread key destructors), or any thread if set-up failed. Straight
+ * to jemalloc, without its tcache once the thread is exiting.
+ * ---------------------------------------------------------------------- */
+
+static void *alloc_uncached(struct sm_thread *t, uint32_t cls)
+{
+	if (_sm_base == SM_BASE_UNSET)
+		return NULL;
+	struct sm_node *first, *last;
+	if (!_sm_backend_alloc_batch(cls, 1, &first, &last, t->state == SM_THREAD_DEAD))
+		return NULL;
+	return first;
+}
+
+static void free_uncached(struct sm_thread *t, struct sm_node *node, uint32_t cls)
+{
+	node->next = NULL;
+	_sm_backend_free_chain(cls, node, t->state == SM_THREAD_DEAD);
+}
+
+/* ------------------------------------------------------------------------
+ * Owner slow paths (depth 1)
+ * ---------------------------------------------------------------------- */
+
+static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
+{
+	struct sm_cache *c = t->cache;
+	if (c == cache_empty()) {
+		c = _sm_thread_setup();
+		if (!c)
+			return alloc_uncached(t, cls);
+	}
+	housekeeping(c);
+	struct sm_bucket *b = &c->bucket[cls];
+	struct sm_bucket_slow *s = &c->slow[cls];
+	if (b->count == 0) {
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		if (bucket_take_list(b, cls, &sh->extra, &sh->extra_count) == 0 &&
+		    bucket_take_list(b, cls, &sh->inbox, &sh->inbox_count) == 0) {
+			struct sm_node *first, *last;
+			uint32_t n = _sm_backend_alloc_batch(cls, b->batch, &first, &last, false);
+			if (n == 0)
+				return NULL;
+			_sm_bucket_splice(b, cls, first, last, n);
+			s->sync_misses++;
+			s->objects_refilled += n;
+		}
+		uint32_t bit = 1u << cls;
+		if (!(c->used_mask & bit)) {
+			/* First use of the class: give its handlers a reserve. */
+			c->used_mask |= bit;
+			atomic_fetch_or_explicit(&c->reserve_want, bit, memory_order_relaxed);
+			_sm_reserve_restock(c);
+		}
+	}
+	struct sm_node *node = b->head;
+	if (!node)
+		return NULL; /* the restock took the last ones and jemalloc failed */
+	sm_unpoison(node, _sm_class_size[cls]);
+	b->head = node->next;
+	b->count--;
+	return node;
+}
+
+void *_sm_alloc_slow(uint32_t cls)
+{
+	struct sm_thread *t = &_sm_thread;
+	void *p = alloc_slow_body(t, cls);
+	sm_signal_fence();
+	t->depth = 0;
+	if (!p)
+		errno = ENOMEM;
+	return p;
+}
+
+void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
+{
+	struct sm_bucket *b = &c->bucket[cls];
+	if (b->count <= keep)
+		return;
+	struct sm_node *first, *last;
+	uint32_t n = bucket_take(b, cls, b->count - keep, &first, &last);
+	_sm_backend_free_chain(cls, first, false);
+	c->slow[cls].objects_trimmed += n;
+}
+
+static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t cls)
+{
+	struct sm_cache *c = t->cache;
+	if (c == cache_empty()) {
+		c = _sm_thread_setup();
+		if (!c) {
+			free_uncached(t, node, cls);
+			return;
+		}
+	}
+	housekeeping(c);
+	struct sm_bucket *b = &c->bucket[cls];
+	node->next = b->head;
+	b->head = node;
+	b->count++;
+	sm_poison(node, _sm_class_size[cls]);
+	if (b->count <= b->high_mark)
+		return; /* a fresh cache, or high_mark just grew */
+	struct sm_bucket_slow *s = &c->slow[cls];
+	if (b->high_mark < s->high_cap) {
+		/* Slow start: this thread keeps more of this class live. */
+		uint32_t grown = b->high_mark + b->batch;
+		b->high_mark = grown < s->high_cap ? grown : s->high_cap;
+		return;
+	}
+	_sm_bucket_trim_to(c, cls, b->count - b->batch);
+}
+
+void _sm_free_slow(void *p, uint32_t cls)
+{
+	struct sm_thread *t = &_sm_thread;
+	free_slow_body(t, p, cls);
+	sm_signal_fence();
+	t->depth = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Large objects (depth 1; the caller enters and leaves)
+ * ---------------------------------------------------------------------- */
+
+static struct sm_cache *cache_for_large(struct sm_thread *t)
+{
+	struct sm_cache *c = t->cache;
+	if (c == cache_empty())
+		c = _sm_thread_setup(); /* NULL: no cache, or no sigmalloc at all */
+	if (c)
+		housekeeping(c);
+	return c;
+}
+
+void *_sm_large_alloc(size_t size, size_t align, bool zero)
+{
+	struct sm_thread *t = &_sm_thread;
+	struct sm_cache *c = cache_for_large(t);
+	if (_sm_base == SM_BASE_UNSET)
+		return NULL;
+	uint32_t arena = c ? c->large_arena : _sm_backend_large_arena(0);
+	void *p = _sm_backend_alloc_large(size, align, zero, arena, t->state == SM_THREAD_DEAD);
+	if (c && sm_config_stats)
+		c->large_allocs++;
+	return p;
+}
+
+void _sm_large_free(void *p)
+{
+	struct sm_thread *t = &_sm_thread;
+	struct sm_cache *c = cache_for_large(t);
+	_sm_backend_free_large(p, t->state == SM_THREAD_DEAD);
+	if (c && sm_config_stats)
+		c->large_frees++;
+}
+
+void *_sm_large_realloc(void *p, size_t size)
+{
+	struct sm_thread *t = &_sm_thread;
+	struct sm_cache *c = cache_for_large(t);
+	uint32_t arena = c ? c->large_arena : _sm_backend_large_arena(0);
+	return _sm_backend_realloc_large(p, size, arena);
+}
+
+void _sm_trim_thread(void)
+{
+	struct sm_thread *t = &_sm_thread;
+	_sm_deferred_drain(t->state == SM_THREAD_DEAD);
+	if (t->cache != cache_empty())
+		_sm_cache_flush(t->cache, false);
+	if (_sm_base != SM_BASE_UNSET)
+		_sm_backend_purge();
+}
+
+/* ------------------------------------------------------------------------
+ * Nested paths (depth >= 2): atomic lists only
+ * ---------------------------------------------------------------------- */
+
+/* Takes one node from an atomic list: take all, keep the first, give the
+ * rest back. Giving back by exchange can meet nodes pushed in between
+ * (by a deeper handler or another thread); those are pushed again. */
+static struct sm_node *list_take_one(_Atomic(struct sm_node *) *list, _Atomic int32_t *count)
+{
+	struct sm_node *first = list_take_all(list);
+	if (!first)
+		return NULL;
+	struct sm_node *rest = first->next;
+	if (rest) {
+		struct sm_node *raced = atomic_exchange_explicit(list, rest, memory_order_acq_rel);
+		if (raced) {
+			uint32_t n;
+			list_push_chain(list, raced, chain_last(raced, &n));
+		}
+	}
+	atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
+	return first;
+}
+
+void *_sm_nested_alloc(uint32_t cls, size_t align)
+{
+	struct sm_thread *t = &_sm_thread;
+	struct sm_cache *c = t->cache;
+	struct sm_node *node = NULL;
+	if (c != cache_empty()) {
+		uint32_t top = cls + SM_NESTED_CLIMB;
+		if (top >= SM_NUM_CLASSES)
+			top = SM_NUM_CLASSES - 1;
+		for (uint32_t k = cls; k <= top && !node; k++) {
+			if (align > 16 && _sm_class_size[k] % align != 0)
+				continue;
+			struct sm_bucket_shared *sh = &c->shared[k];
+			node = list_take_one(&sh->extra, &sh->extra_count);
+			if (!node) {
+				node = list_take_one(&sh->reserve, &sh->reserve_count);
+				if (node)
+					atomic_fetch_or_explicit(&c->reserve_want, 1u << k,
+					                         memory_order_relaxed);
+			}
+		}
+		if (sm_config_stats) {
+			struct sm_bucket_shared *sh = &c->shared[cls];
+			atomic_fetch_add_explicit(&sh->nested_allocs, 1, memory_order_relaxed);
+			if (!node)
+				atomic_fetch_add_explicit(&sh->nested_nulls, 1, memory_order_relaxed);
+		}
+	}
+	sm_signal_fence();
+	t->depth--;
+	if (!node)
+		errno = ENOMEM;
+	return node;
+}
+
+void _sm_nested_free(void *p, uint32_t cls)
+{
+	struct sm_thread *t = &_sm_thread;
+	struct sm_cache *c = t->cache;
+	if (c == cache_empty()) {
+		_sm_deferred_push(p);
+	} else {
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		list_push(&sh->extra, p);
+		atomic_fetch_add_explicit(&sh->extra_count, 1, memory_order_relaxed);
+		if (sm_config_stats)
+			atomic_fetch_add_explicit(&sh->nested_frees, 1, memory_order_relaxed);
+	}
+	sm_signal_fence();
+	t->depth--;
+}

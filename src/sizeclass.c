@@ -1,0 +1,72 @@
+/*
+ * Size classes: jemalloc 5.3's small classes from 16 B to 4 KiB (with 4 KiB
+ * pages), so that every object of ours is exactly one jemalloc object and a
+ * class arena's slabs hold nothing else.
+ *
+ * Who calls in: anyone, at any depth. Everything here is a constant table.
+ *
+ * Lookup: class = _sm_class_of_units[(size + 15) >> 4], one load (the fast
+ * path). Alignment: jemalloc places the objects of a class at multiples of
+ * the class size from a page-aligned slab start, so a class whose size is a
+ * multiple of A returns A-aligned objects for any A <= 4096.
+ */
+#include "internal.h"
+
+const uint32_t _sm_class_size[SM_NUM_CLASSES] = {
+	16,   32,   48,   64,   80,   96,   112,  128,  160,  192,  224,  256,  320,  384,
+	448,  512,  640,  768,  896,  1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
+};
+
+/* Index: size in 16-byte units, rounded up; size 0 is class 0. */
+const uint8_t _sm_class_of_units[257] = {
+	[0 ... 1] = 0,     [2] = 1,           [3] = 2,           [4] = 3,
+	[5] = 4,           [6] = 5,           [7] = 6,           [8] = 7,
+	[9 ... 10] = 8,    [11 ... 12] = 9,   [13 ... 14] = 10,  [15 ... 16] = 11,
+	[17 ... 20] = 12,  [21 ... 24] = 13,  [25 ... 28] = 14,  [29 ... 32] = 15,
+	[33 ... 40] = 16,  [41 ... 48] = 17,  [49 ... 56] = 18,  [57 ... 64] = 19,
+	[65 ... 80] = 20,  [81 ... 96] = 21,  [97 ... 112] = 22, [113 ... 128] = 23,
+	[129 ... 160] = 24, [161 ... 192] = 25, [193 ... 224] = 26, [225 ... 256] = 27,
+};
+
+uint32_t _sm_class_aligned(size_t size, size_t align)
+{
+	if (size > SM_MAX_SMALL || align > SM_MAX_SMALL)
+		return SM_NUM_CLASSES;
+	for (uint32_t cls = class_of_size(size); cls < SM_NUM_CLASSES; cls++)
+		if (_sm_class_size[cls] % align == 0)
+			return cls;
+	return SM_NUM_CLASSES;
+}
+
+/*
+ * The kernel's watermarks (memalloc.c, prefill_mem_cache): 32 / 96 / 48 up
+ * to 256 B; above, scaled by 256 / size, so that a bucket holds about the
+ * same bytes (4 KiB: low 2, high 6, batch 3). `cap` is where slow start
+ * stops growing high_mark: cap_bytes / size objects, at least high and at
+ * most 2048 (16 B: 2048 objects = 32 KiB; 4 KiB: 32 objects = 128 KiB with
+ * the default cap_bytes of 128 KiB; docs/MEMORY.md has the per-thread sum).
+ */
+void _sm_class_watermarks(uint32_t cls, uint32_t *low, uint32_t *high, uint32_t *batch,
+                          uint32_t *cap)
+{
+	uint32_t size = _sm_class_size[cls];
+	uint32_t lo = 32, hi = 96;
+	if (size > 256) {
+		lo = 32 * 256 / size;
+		hi = 96 * 256 / size;
+		if (lo < 1)
+			lo = 1;
+		if (hi < 3)
+			hi = 3;
+	}
+	uint32_t b = (hi - lo) / 4 * 3;
+	*low = lo;
+	*high = hi;
+	*batch = b ? b : 1;
+	uint32_t c = _sm_options.cap_bytes / size;
+	if (c < hi)
+		c = hi;
+	if (c > 2048)
+		c = 2048;
+	*cap = c;
+}

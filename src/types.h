@@ -1,0 +1,146 @@
+/*
+ * sigmalloc internal types.
+ *
+ * Glossary
+ *   class      one of SM_NUM_CLASSES object sizes, 16 B .. 4 KiB (jemalloc's
+ *              own small classes, so that one of our objects is exactly one
+ *              jemalloc object).
+ *   slot       the 64 GiB range of address space that holds every object of
+ *              one class: slot = (p - _sm_base) >> SM_SLOT_SHIFT. Slots at and
+ *              above SM_LARGE_FIRST_SLOT hold large (jemalloc) objects.
+ *   node       a free object seen as a list link: its first word is `next`.
+ *              No object carries a header; a node exists only while free.
+ *   bucket     one class of one thread cache: a private list (owner only)
+ *              plus atomic lists (extra, reserve, inbox) that others may use.
+ *   owner      the thread a cache belongs to, running at depth 1.
+ *   depth      per-thread nesting counter: 0 outside the allocator, 1 for the
+ *              owner inside it, >1 for a signal handler that interrupted it.
+ *   nested     any call that starts at depth > 0 (DESIGN.md, "reentrancy").
+ *   sentinel   the static empty cache every thread starts with, so that the
+ *              fast path needs no initialisation check.
+ *   refill thread  the background thread that fills and trims buckets.
+ */
+#ifndef SM_TYPES_H
+#define SM_TYPES_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------
+ * Address layout: one reservation, slot i at _sm_base + i * 2^SM_SLOT_SHIFT.
+ *
+ *   slot 0 .. 27        classes 16 B .. 4 KiB, one jemalloc arena each
+ *   slot 28 .. 31       unused (guard)
+ *   slot 32 .. 32+L-1   large objects, SM_LARGE_ARENAS jemalloc arenas
+ *                       sharing one bump range
+ *
+ * 64 GiB per class is 4 G objects of 16 B; reserving address space costs one
+ * VMA and no memory (PROT_NONE, MAP_NORESERVE; docs/MEMORY.md).
+ * ---------------------------------------------------------------------- */
+#define SM_NUM_CLASSES 28
+#define SM_MAX_SMALL 4096u
+#define SM_SLOT_SHIFT 36
+#define SM_SLOT_SIZE ((uintptr_t)1 << SM_SLOT_SHIFT)
+#define SM_LARGE_FIRST_SLOT 32u
+#define SM_LARGE_SLOTS_MAX 64u      /* 4 TiB for large objects, at most */
+#define SM_LARGE_SLOTS_MIN 1u       /* 64 GiB at least, else init fails */
+#define SM_LARGE_ARENAS 4u
+/* Before initialisation every pointer classifies as foreign: base sits at
+ * a non-canonical address, so (p - base) >> 36 is at least 2^27 for every
+ * user-space p. */
+#define SM_BASE_UNSET ((uintptr_t)1 << 63)
+
+/* A free object as a list link. */
+struct sm_node {
+	struct sm_node *next;
+};
+
+/* The owner-private half of a bucket. 32 bytes, two to a cache line.
+ * Protected by: the owner's depth window (depth == 1); nothing else reads or
+ * writes these fields while the owner lives, except the fork child, which
+ * resets them (cache.c). */
+struct sm_bucket {
+	struct sm_node *head;   //! private free list; owner only
+	uint32_t count;         //! objects on head; owner only
+	uint32_t low_mark;      //! malloc leaves the fast path when count <= low_mark
+	uint32_t high_mark;     //! free leaves the fast path when count >= high_mark
+	uint32_t batch;         //! objects per refill and per trim
+	uint64_t hits;          //! fast-path allocations (statistics); owner only
+};
+_Static_assert(sizeof(struct sm_bucket) == 32, "two buckets per cache line");
+
+/* Slow-path bookkeeping of a bucket; owner only, except that the stats
+ * reader reads the counters without a lock (each is one aligned word). */
+struct sm_bucket_slow {
+	uint32_t high_default;  //! the kernel watermark the bucket starts from
+	uint32_t high_cap;      //! slow start grows high_mark up to this
+	uint64_t sync_misses;   //! refills done by the owner itself
+	uint64_t objects_refilled;
+	uint64_t objects_trimmed;
+	uint64_t last_use;      //! owner's slow-path tick of the last use (idle trim)
+};
+
+/* The half of a bucket that other contexts touch. Every field is atomic.
+ *
+ *   list     pushed by                      taken (exchange-all) by
+ *   extra    nested free (same thread)      owner slow path, nested alloc,
+ *                                           refill thread
+ *   reserve  owner slow path, refill thread nested alloc, refill thread
+ *   inbox    refill thread                  owner slow path
+ *
+ * Nobody pops a single node with compare-and-swap: that is the ABA hazard.
+ * Taking is always exchange(list, NULL), and giving back is a push. */
+struct sm_bucket_shared {
+	_Atomic(struct sm_node *) extra;
+	_Atomic(struct sm_node *) reserve;
+	_Atomic(struct sm_node *) inbox;
+	_Atomic int32_t reserve_count;   //! approximate length of reserve
+	_Atomic int32_t inbox_count;     //! approximate length of inbox
+	_Atomic int32_t extra_count;     //! approximate length of extra
+	_Atomic uint32_t pending;        //! a refill or trim request is queued
+	_Atomic uint64_t nested_allocs;  //! statistics, relaxed RMW
+	_Atomic uint64_t nested_nulls;
+	_Atomic uint64_t nested_frees;
+	_Atomic uint64_t async_refills;
+	_Atomic uint64_t async_trims;
+} __attribute__((aligned(64)));
+
+enum sm_cache_state {
+	SM_CACHE_FREE = 0,  /* in the registry, no owner, may be reused */
+	SM_CACHE_LIVE = 1,  /* owned by a running thread */
+	SM_CACHE_DEAD = 2,  /* owner exited; waits for the refill thread */
+};
+
+/* A thread cache. Allocated with mmap, never unmapped: a cache whose owner
+ * exits is drained and reused by a later thread (cache.c), so the number of
+ * caches is the largest number of threads alive at once. */
+struct sm_cache {
+	struct sm_bucket bucket[SM_NUM_CLASSES];   /* hot: the fast path */
+	struct sm_bucket_slow slow[SM_NUM_CLASSES];
+	struct sm_bucket_shared shared[SM_NUM_CLASSES];
+	_Atomic uint32_t reserve_want;   //! bit per class whose reserve ran low
+	_Atomic uint32_t state;          //! enum sm_cache_state
+	_Atomic uint64_t last_active;    //! owner's coarse clock, for idle trim
+	uint32_t large_arena;            //! jemalloc arena for large objects
+	uint32_t used_mask;              //! owner: classes this thread has used
+	struct sm_cache *next_all;       //! registry list; written once, under lock
+	uint64_t large_allocs;           //! statistics, owner only
+	uint64_t large_frees;
+} __attribute__((aligned(64)));
+
+/* Per-thread state, initial-exec TLS: two words reached from %fs. */
+enum sm_thread_state {
+	SM_THREAD_NEW = 0,   /* never allocated: the cache is the sentinel */
+	SM_THREAD_LIVE = 1,  /* owns a cache */
+	SM_THREAD_DEAD = 2,  /* its cache was handed back (pthread key
+	                        destructor); later calls use no cache */
+};
+struct sm_thread {
+	struct sm_cache *cache;  //! never NULL; the sentinel until set up
+	uint32_t depth;          //! nesting depth, see alloc.c
+	uint32_t state;          //! enum sm_thread_state
+};
+
+#endif /* SM_TYPES_H */
