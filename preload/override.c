@@ -11,7 +11,11 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#if defined(__clang__)
+#define SM_ALIAS(fn) __attribute__((alias(#fn), used, visibility("default")))
+#else /* copy(): the alias gets the target's malloc/alloc_size attributes */
 #define SM_ALIAS(fn) __attribute__((alias(#fn), copy(fn), used, visibility("default")))
+#endif
 
 void *malloc(size_t size) SM_ALIAS(sm_malloc);
 void free(void *p) SM_ALIAS(sm_free);

@@ -1,0 +1,613 @@
+/*
+ * API semantics: glibc's contract for every entry point.
+ *
+ * Built twice: with SM_TEST_CORE against the static core and its sm_ names
+ * (suite `unit`, also under ASan/UBSan), and without it against plain libc
+ * names, run with libsigmalloc.so preloaded (suite `preload`). The core
+ * build also drives the nested (signal-handler) path deterministically by
+ * raising the thread's depth counter, as a handler interrupting malloc
+ * would find it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testhelper.h"
+
+/* The point of these tests is to call the API with bad arguments. */
+#pragma GCC diagnostic ignored "-Wfree-nonheap-object"
+#pragma GCC diagnostic ignored "-Walloc-size-larger-than="
+#pragma GCC diagnostic ignored "-Wuse-after-free"
+
+#ifdef SM_TEST_CORE
+#include "sigmalloc.h"
+#include "types.h"
+extern __thread struct sm_thread _sm_thread;
+#define MALLOC sm_malloc
+#define FREE sm_free
+#define CALLOC sm_calloc
+#define REALLOC sm_realloc
+#define REALLOCARRAY sm_reallocarray
+#define POSIX_MEMALIGN sm_posix_memalign
+#define ALIGNED_ALLOC sm_aligned_alloc
+#define MEMALIGN sm_memalign
+#define VALLOC sm_valloc
+#define PVALLOC sm_pvalloc
+#define USABLE sm_malloc_usable_size
+#define FREE_SIZED sm_free_sized
+#define FREE_ALIGNED_SIZED sm_free_aligned_sized
+#define MALLOC_TRIM sm_malloc_trim
+#else
+#define MALLOC malloc
+#define FREE free
+#define CALLOC calloc
+#define REALLOC realloc
+#define REALLOCARRAY reallocarray
+#define POSIX_MEMALIGN posix_memalign
+#define ALIGNED_ALLOC aligned_alloc
+#define MEMALIGN memalign
+#define VALLOC valloc
+#define PVALLOC pvalloc
+#define USABLE malloc_usable_size
+/* glibc 2.36 declares no free_sized yet: look up the preloaded one. */
+#include <dlfcn.h>
+static void free_sized_dl(void *p, size_t n)
+{
+	void (*fn)(void *, size_t);
+	*(void **)&fn = dlsym(RTLD_DEFAULT, "free_sized");
+	fn ? fn(p, n) : free(p);
+}
+static void free_aligned_sized_dl(void *p, size_t a, size_t n)
+{
+	void (*fn)(void *, size_t, size_t);
+	*(void **)&fn = dlsym(RTLD_DEFAULT, "free_aligned_sized");
+	fn ? fn(p, a, n) : free(p);
+}
+#define FREE_SIZED free_sized_dl
+#define FREE_ALIGNED_SIZED free_aligned_sized_dl
+#define MALLOC_TRIM malloc_trim
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+static const size_t class_sizes[] = {
+	16,   32,   48,   64,   80,   96,   112,  128,  160,  192,  224,  256,  320,  384,
+	448,  512,  640,  768,  896,  1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
+};
+#define NCLASSES (sizeof class_sizes / sizeof class_sizes[0])
+
+static void fill(void *p, size_t n, unsigned seed)
+{
+	unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		b[i] = (unsigned char)(seed + i * 31);
+}
+
+static bool check_fill(const void *p, size_t n, unsigned seed)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != (unsigned char)(seed + i * 31))
+			return false;
+	return true;
+}
+
+static bool all_zero(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+static bool aligned(const void *p, size_t a)
+{
+	return ((uintptr_t)p & (a - 1)) == 0;
+}
+
+static long rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long pages = 0, resident = 0;
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void test_malloc_free(void)
+{
+	BANNER("malloc / free");
+	void *a = MALLOC(0), *b = MALLOC(0);
+	CHECK("malloc(0) is unique", a && b && a != b);
+	FREE(a);
+	FREE(b);
+	FREE(NULL);
+	CHECK("free(NULL) does nothing", true);
+
+	void *p = MALLOC(16);
+	CHECK("malloc_usable_size(malloc(16)) == 16", p && USABLE(p) == 16);
+	FREE(p);
+	CHECK("malloc_usable_size(NULL) == 0", USABLE(NULL) == 0);
+
+	CHECK_BODY("usable size is the class size for every class")
+	{
+		for (size_t i = 0; i < NCLASSES; i++) {
+			void *q = MALLOC(class_sizes[i]);
+			result = result && q && USABLE(q) == class_sizes[i] && aligned(q, 16);
+			FREE(q);
+		}
+	}
+	CHECK_BODY("every size 1..8192 gets at least its size, 16-aligned, writable")
+	{
+		for (size_t n = 1; n <= 8192; n++) {
+			unsigned char *q = MALLOC(n);
+			result = result && q && USABLE(q) >= n && aligned(q, 16);
+			if (q) {
+				q[0] = 1;
+				q[n - 1] = 2;
+			}
+			FREE(q);
+		}
+	}
+	CHECK_BODY("large sizes up to 64 MiB")
+	{
+		for (size_t n = 4097; n <= (64u << 20); n *= 3) {
+			unsigned char *q = MALLOC(n);
+			result = result && q && USABLE(q) >= n;
+			if (q) {
+				fill(q, 4096, 7);
+				q[n - 1] = 9;
+				result = result && check_fill(q, 4096, 7) && q[n - 1] == 9;
+			}
+			FREE(q);
+		}
+	}
+
+	errno = 0;
+	CHECK("malloc(SIZE_MAX) is NULL", MALLOC(SIZE_MAX) == NULL);
+	CHECK("malloc(SIZE_MAX) sets ENOMEM", errno == ENOMEM);
+	errno = 0;
+	CHECK("malloc(PTRDIFF_MAX + 1) is NULL/ENOMEM",
+	      MALLOC((size_t)PTRDIFF_MAX + 1) == NULL && errno == ENOMEM);
+
+	CHECK_BODY("live objects do not overlap and keep their contents")
+	{
+		enum { N = 20000 };
+		static void *v[N];
+		for (unsigned i = 0; i < N; i++) {
+			size_t n = 1 + (i * 2654435761u) % 5000;
+			v[i] = MALLOC(n);
+			if (v[i])
+				fill(v[i], n, i);
+		}
+		for (unsigned i = 0; i < N; i++) {
+			size_t n = 1 + (i * 2654435761u) % 5000;
+			result = result && v[i] && check_fill(v[i], n, i);
+			FREE(v[i]);
+		}
+	}
+}
+
+static void test_calloc(void)
+{
+	BANNER("calloc / reallocarray");
+	CHECK_BODY("calloc returns zeroed memory after the class was dirtied")
+	{
+		for (size_t i = 0; i < NCLASSES; i++) {
+			void *d[200];
+			for (int k = 0; k < 200; k++) {
+				d[k] = MALLOC(class_sizes[i]);
+				memset(d[k], 0xa5, class_sizes[i]);
+			}
+			for (int k = 0; k < 200; k++)
+				FREE(d[k]);
+			void *z = CALLOC(1, class_sizes[i]);
+			result = result && z && all_zero(z, class_sizes[i]);
+			FREE(z);
+		}
+	}
+	CHECK_BODY("large calloc is zeroed, also after reuse")
+	{
+		for (int round = 0; round < 3; round++) {
+			size_t n = (size_t)1 << (13 + round * 4);
+			unsigned char *q = MALLOC(n);
+			memset(q, 0x5a, n);
+			FREE(q);
+			unsigned char *z = CALLOC(n, 1);
+			result = result && z && all_zero(z, n);
+			FREE(z);
+		}
+	}
+	errno = 0;
+	CHECK("calloc overflow is NULL/ENOMEM",
+	      CALLOC(SIZE_MAX / 2 + 1, 2) == NULL && errno == ENOMEM);
+	errno = 0;
+	CHECK("calloc(SIZE_MAX, SIZE_MAX) is NULL/ENOMEM",
+	      CALLOC(SIZE_MAX, SIZE_MAX) == NULL && errno == ENOMEM);
+	void *z0 = CALLOC(0, 0);
+	CHECK("calloc(0, 0) is a unique pointer", z0 != NULL);
+	FREE(z0);
+
+	char *p = MALLOC(100);
+	fill(p, 100, 3);
+	errno = 0;
+	CHECK("reallocarray overflow is NULL/ENOMEM",
+	      REALLOCARRAY(p, SIZE_MAX / 4, 8) == NULL && errno == ENOMEM);
+	CHECK("reallocarray overflow leaves the block intact", check_fill(p, 100, 3));
+	char *q = REALLOCARRAY(p, 50, 40);
+	CHECK("reallocarray grows and keeps contents", q && check_fill(q, 100, 3) && USABLE(q) >= 2000);
+	FREE(q);
+}
+
+static void test_aligned(void)
+{
+	BANNER("posix_memalign / aligned_alloc / memalign / valloc / pvalloc");
+	void *p = (void *)1;
+	CHECK("posix_memalign(0) is EINVAL", POSIX_MEMALIGN(&p, 0, 8) == EINVAL && p == (void *)1);
+	CHECK("posix_memalign(4) is EINVAL (not a multiple of sizeof(void *))",
+	      POSIX_MEMALIGN(&p, 4, 8) == EINVAL);
+	CHECK("posix_memalign(24) is EINVAL (not a power of two)",
+	      POSIX_MEMALIGN(&p, 24, 8) == EINVAL);
+	CHECK("posix_memalign(SIZE_MAX/2+1, 1) fails",
+	      POSIX_MEMALIGN(&p, SIZE_MAX / 2 + 1, 1) != 0);
+	CHECK("posix_memalign(64, SIZE_MAX) is ENOMEM", POSIX_MEMALIGN(&p, 64, SIZE_MAX) == ENOMEM);
+
+	CHECK_BODY("posix_memalign honours every alignment 8 B .. 4 MiB for many sizes")
+	{
+		static const size_t sizes[] = { 0, 1, 8, 16, 24, 100, 255, 640, 1000, 2049,
+		                                4096, 4097, 10000, 70000, 300000 };
+		for (size_t a = 8; a <= (4u << 20); a <<= 1)
+			for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+				void *q = NULL;
+				int rc = POSIX_MEMALIGN(&q, a, sizes[i]);
+				result = result && rc == 0 && q && aligned(q, a) &&
+				         USABLE(q) >= sizes[i];
+				if (q && sizes[i])
+					memset(q, 0x11, sizes[i]);
+				FREE(q);
+			}
+	}
+	CHECK_BODY("aligned objects keep their alignment across many allocations")
+	{
+		void *v[512];
+		for (int i = 0; i < 512; i++) {
+			v[i] = ALIGNED_ALLOC(256, 300);
+			result = result && v[i] && aligned(v[i], 256);
+		}
+		for (int i = 0; i < 512; i++)
+			FREE(v[i]);
+	}
+	errno = 0;
+	CHECK("aligned_alloc(3) is NULL/EINVAL", ALIGNED_ALLOC(3, 16) == NULL && errno == EINVAL);
+	void *q = ALIGNED_ALLOC(4096, 10);
+	CHECK("aligned_alloc(4096, 10)", q && aligned(q, 4096));
+	FREE(q);
+	q = MEMALIGN(24, 100);
+	CHECK("memalign(24) rounds the alignment up to 32", q && aligned(q, 32));
+	FREE(q);
+	errno = 0;
+	CHECK("memalign(SIZE_MAX) is NULL/EINVAL", MEMALIGN(SIZE_MAX, 1) == NULL && errno == EINVAL);
+	q = VALLOC(100);
+	CHECK("valloc is page-aligned", q && aligned(q, 4096));
+	FREE(q);
+	q = PVALLOC(5000);
+	CHECK("pvalloc rounds the size to pages", q && aligned(q, 4096) && USABLE(q) >= 8192);
+	FREE(q);
+	q = PVALLOC(0);
+	CHECK("pvalloc(0) is one page", q && aligned(q, 4096) && USABLE(q) >= 4096);
+	FREE(q);
+	errno = 0;
+	CHECK("pvalloc(SIZE_MAX) is NULL/ENOMEM", PVALLOC(SIZE_MAX) == NULL && errno == ENOMEM);
+	q = ALIGNED_ALLOC(64, 100);
+	FREE_ALIGNED_SIZED(q, 64, 100);
+	q = MALLOC(300);
+	FREE_SIZED(q, 300);
+	CHECK("free_sized and free_aligned_sized", true);
+}
+
+static void test_realloc(void)
+{
+	BANNER("realloc");
+	char *p = REALLOC(NULL, 40);
+	CHECK("realloc(NULL, n) allocates", p && USABLE(p) >= 40);
+	fill(p, 40, 1);
+	char *q = REALLOC(p, 48);
+	CHECK("realloc within the class keeps the pointer", q == p);
+	q = REALLOC(q, 30);
+	CHECK("realloc to a smaller class still more than half full keeps the pointer", q == p);
+	CHECK("... and the contents", check_fill(q, 30, 1));
+	q = REALLOC(q, 1000);
+	CHECK("realloc small -> small moves and keeps contents", q && check_fill(q, 30, 1));
+	fill(q, 1000, 2);
+	q = REALLOC(q, 100000);
+	CHECK("realloc small -> large keeps contents", q && check_fill(q, 1000, 2));
+	fill(q, 100000, 3);
+	q = REALLOC(q, 5000000);
+	CHECK("realloc large -> larger keeps contents", q && check_fill(q, 100000, 3));
+	q = REALLOC(q, 200);
+	CHECK("realloc large -> small keeps contents", q && check_fill(q, 200, 3) && USABLE(q) < 4096);
+	errno = 0;
+	CHECK("realloc(p, SIZE_MAX) is NULL/ENOMEM", REALLOC(q, SIZE_MAX) == NULL && errno == ENOMEM);
+	CHECK("... and leaves the block intact", check_fill(q, 200, 3));
+	char *big = MALLOC(1 << 20);
+	errno = 0;
+	CHECK("realloc(large, SIZE_MAX) is NULL/ENOMEM",
+	      REALLOC(big, SIZE_MAX) == NULL && errno == ENOMEM);
+	FREE(big);
+	/* glibc: realloc(p, 0) frees p and returns NULL. */
+	CHECK("realloc(p, 0) frees and returns NULL", REALLOC(q, 0) == NULL);
+	CHECK_BODY("realloc growth 1 B .. 256 KiB step by step keeps contents")
+	{
+		unsigned char *g = NULL;
+		size_t have = 0;
+		for (size_t n = 1; n <= 262144; n += 1 + n / 8) {
+			g = REALLOC(g, n);
+			result = result && g;
+			if (!g)
+				break;
+			for (size_t i = 0; i < have; i++)
+				result = result && g[i] == (unsigned char)i;
+			for (size_t i = have; i < n; i++)
+				g[i] = (unsigned char)i;
+			have = n;
+		}
+		FREE(g);
+	}
+}
+
+struct handoff {
+	void **v;
+	int n;
+};
+
+static void *alloc_many(void *arg)
+{
+	struct handoff *h = arg;
+	for (int i = 0; i < h->n; i++) {
+		h->v[i] = MALLOC(16 + (size_t)(i % 300) * 8);
+		fill(h->v[i], 16, (unsigned)i);
+	}
+	return NULL;
+}
+
+static void *free_many(void *arg)
+{
+	struct handoff *h = arg;
+	bool ok = true;
+	for (int i = 0; i < h->n; i++) {
+		ok = ok && check_fill(h->v[i], 16, (unsigned)i);
+		FREE(h->v[i]);
+	}
+	return ok ? (void *)1 : NULL;
+}
+
+static void *churn_and_exit(void *arg)
+{
+	(void)arg;
+	void *v[64];
+	for (int i = 0; i < 64; i++)
+		v[i] = MALLOC((size_t)(i * 61) % 4096);
+	for (int i = 0; i < 64; i++)
+		FREE(v[i]);
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	BANNER("threads");
+	enum { N = 50000 };
+	static void *v[N];
+	struct handoff h = { v, N };
+	pthread_t a, b;
+	void *ok = NULL;
+	pthread_create(&a, NULL, alloc_many, &h);
+	pthread_join(a, NULL);
+	pthread_create(&b, NULL, free_many, &h);
+	pthread_join(b, &ok);
+	CHECK("objects allocated by one thread are freed intact by another", ok == (void *)1);
+	CHECK_BODY("1000 short-lived threads")
+	{
+		for (int i = 0; i < 1000 && result; i++) {
+			pthread_t t;
+			result = pthread_create(&t, NULL, churn_and_exit, NULL) == 0 &&
+			         pthread_join(t, NULL) == 0;
+		}
+	}
+#ifdef SM_TEST_CORE
+	struct sm_stats st;
+	sm_stats(&st);
+	CHECK("exited threads' caches are reused, not multiplied", st.threads_live + st.threads_cached <= 4);
+#endif
+}
+
+static void test_memory(void)
+{
+	BANNER("memory");
+	if (UNDER_ASAN) {
+		fprintf(stderr, "(resident-size check skipped under AddressSanitizer)\n");
+		return;
+	}
+	enum { N = 1000000 };
+	void **v = MALLOC(N * sizeof *v);
+	memset(v, 0xff, N * sizeof *v); /* resident before the baseline (not 0: gcc would make malloc+memset a calloc) */
+	long before = rss_kib();
+	for (int i = 0; i < N; i++)
+		v[i] = MALLOC(16);
+	for (int i = 0; i < N; i++)
+		memset(v[i], 0x33, 16);
+	long after = rss_kib();
+	fprintf(stderr, "1M x 16 B: resident +%ld KiB (limit 17408)\n", after - before);
+	CHECK("a million live 16-byte allocations cost at most 17 MiB", after - before <= 17 * 1024);
+	for (int i = 0; i < N; i++)
+		FREE(v[i]);
+	FREE(v);
+	CHECK("malloc_trim returns 1", MALLOC_TRIM(0) == 1);
+}
+
+/* Runs fn in a child; returns its stderr (first line) and wait status. */
+static int in_child(void (*fn)(void), char *err, size_t cap)
+{
+	int fds[2];
+	if (pipe(fds))
+		return -1;
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(fds[1], 2);
+		close(fds[0]);
+		fn();
+		_exit(0);
+	}
+	close(fds[1]);
+	ssize_t n = read(fds[0], err, cap - 1);
+	err[n > 0 ? n : 0] = '\0';
+	close(fds[0]);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	return status;
+}
+
+static void free_stack_pointer(void)
+{
+	int local;
+	FREE(&local);
+}
+
+static void free_static_pointer(void)
+{
+	static char buf[64];
+	FREE(buf + 16);
+}
+
+static void test_bad_free(void)
+{
+	BANNER("free of a pointer never allocated");
+	if (UNDER_ASAN) {
+		fprintf(stderr, "(skipped: ASan intercepts the abort)\n");
+		return;
+	}
+	char err[512];
+	int st = in_child(free_stack_pointer, err, sizeof err);
+	CHECK("free(&local) aborts", WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	CHECK("... with a one-line sigmalloc: message naming the pointer",
+	      strncmp(err, "sigmalloc: free(): invalid pointer 0x", 37) == 0 &&
+	      strchr(err, '\n') == err + strlen(err) - 1);
+	st = in_child(free_static_pointer, err, sizeof err);
+	CHECK("free(static buffer) aborts with a sigmalloc: message",
+	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && strncmp(err, "sigmalloc:", 10) == 0);
+}
+
+#ifdef SM_TEST_CORE
+/* The nested path, driven deterministically: with depth raised, sigmalloc
+ * must believe it interrupted itself and serve from the atomic lists only. */
+static void test_nested(void)
+{
+	BANNER("nested (signal-handler) path");
+	/* Make sure this thread has used the classes (reserves stocked). */
+	for (size_t i = 0; i < NCLASSES; i++)
+		FREE(MALLOC(class_sizes[i]));
+	struct sm_stats s0, s1;
+	sm_stats(&s0);
+
+	_sm_thread.depth++;
+	void *p = sm_malloc(100);
+	bool ok_alloc = p != NULL && sm_malloc_usable_size(p) >= 100;
+	if (p)
+		memset(p, 0x77, 100);
+	sm_free(p);
+	void *again = sm_malloc(100);
+	bool reuse = again == p; /* served from what the nested free left */
+	sm_free(again);
+	errno = 0;
+	void *big = sm_malloc(100000);
+	int big_errno = errno;
+	void *al = NULL;
+	int al_rc = sm_posix_memalign(&al, 64, 200);
+	bool al_ok = al_rc == 0 && al && ((uintptr_t)al & 63) == 0;
+	sm_free(al);
+	/* Drain the reserve of one class: eventually NULL/ENOMEM, never a crash. */
+	void *held[64];
+	int got = 0, nulls = 0, nomem = 1;
+	for (int i = 0; i < 64; i++) {
+		errno = 0;
+		held[i] = sm_malloc(4000);
+		if (held[i])
+			got++;
+		else {
+			nulls++;
+			nomem = nomem && errno == ENOMEM;
+		}
+	}
+	for (int i = 0; i < 64; i++)
+		sm_free(held[i]);
+	_sm_thread.depth--;
+
+	CHECK("nested malloc is served from the reserve", ok_alloc);
+	CHECK("nested free feeds the next nested malloc", reuse);
+	CHECK("nested large malloc is NULL/ENOMEM", big == NULL && big_errno == ENOMEM);
+	CHECK("nested posix_memalign is served and aligned", al_ok);
+	CHECK("an exhausted reserve gives NULL/ENOMEM", got > 0 && nulls > 0 && nomem);
+	sm_stats(&s1);
+	uint64_t na = 0, nn = 0, nf = 0;
+	for (size_t i = 0; i < NCLASSES; i++) {
+		na += s1.classes[i].nested_allocs - s0.classes[i].nested_allocs;
+		nn += s1.classes[i].nested_nulls - s0.classes[i].nested_nulls;
+		nf += s1.classes[i].nested_frees - s0.classes[i].nested_frees;
+	}
+	CHECK("statistics count nested allocations, NULLs and frees",
+	      na == 67 && nn == (uint64_t)nulls && nf == (uint64_t)got + 3);
+
+	/* A nested free of a large object is deferred, then done. */
+	void *l = sm_malloc(50000);
+	_sm_thread.depth++;
+	sm_free(l);
+	_sm_thread.depth--;
+	for (int i = 0; i < 200; i++) /* slow paths drain the deferred list */
+		sm_free(sm_malloc(4000));
+	void *l2 = sm_malloc(50000);
+	CHECK("a deferred large free is completed later", l2 != NULL);
+	sm_free(l2);
+	for (int i = 0; i < 400; i++)
+		sm_free(sm_malloc(4000));
+	_sm_thread.depth++;
+	void *r = sm_malloc(4000);
+	_sm_thread.depth--;
+	CHECK("a nested malloc after the owner ran again is served", r != NULL);
+	sm_free(r);
+}
+#endif
+
+int main(void)
+{
+	test_malloc_free();
+	test_calloc();
+	test_aligned();
+	test_realloc();
+	test_threads();
+	test_memory();
+	test_bad_free();
+#ifdef SM_TEST_CORE
+	test_nested();
+#endif
+	return print_test_summary();
+}

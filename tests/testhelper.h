@@ -1,0 +1,37 @@
+/* Minimal test harness (after mimalloc's test/testhelper.h): CHECK records a
+ * named result; print_test_summary() prints "N passed, N failed" and
+ * returns the exit status. */
+#ifndef SM_TESTHELPER_H
+#define SM_TESTHELPER_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+static int tests_passed, tests_failed;
+
+#define CHECK(name, expr)                                                              \
+	do {                                                                           \
+		if (expr) {                                                            \
+			tests_passed++;                                                \
+		} else {                                                               \
+			tests_failed++;                                                \
+			fprintf(stderr, "FAIL: %s (%s:%d): %s\n", name, __FILE__, __LINE__, \
+			        #expr);                                                \
+		}                                                                      \
+	} while (0)
+
+/* A block of statements whose last value decides: CHECK_BODY("x") { ...; result = ...; } */
+#define CHECK_BODY(name)                                                               \
+	for (bool result = true, once = true; once;                                    \
+	     once = false, (result ? tests_passed++ : (tests_failed++,                  \
+	     fprintf(stderr, "FAIL: %s (%s:%d)\n", name, __FILE__, __LINE__))))
+
+#define BANNER(title) fprintf(stderr, "--- %s\n", title)
+
+static inline int print_test_summary(void)
+{
+	printf("%d passed, %d failed\n", tests_passed, tests_failed);
+	return tests_failed ? 1 : 0;
+}
+
+#endif
