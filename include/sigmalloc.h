@@ -61,12 +61,13 @@ SM_API int sm_malloc_trim(size_t pad);
 #define SM_STATS_CLASSES 28
 struct sm_class_stats {
 	size_t size;              /* object size of this class, in bytes */
-	uint64_t cache_allocs;    /* allocations served from a thread cache */
+	uint64_t cache_allocs;    /* allocations served from a thread cache, without
+	                             a call into jemalloc */
 	uint64_t sync_misses;     /* allocations that refilled from jemalloc themselves */
 	uint64_t async_refills;   /* batches the refill thread delivered */
 	uint64_t async_trims;     /* batches the refill thread returned to jemalloc */
-	uint64_t objects_refilled;/* objects brought from jemalloc into caches */
-	uint64_t objects_trimmed; /* objects returned from caches to jemalloc */
+	uint64_t objects_refilled;/* objects brought from jemalloc into caches (sync and async) */
+	uint64_t objects_trimmed; /* objects returned from caches to jemalloc (sync and async) */
 	uint64_t nested_allocs;   /* allocations made from a nested (signal) context */
 	uint64_t nested_nulls;    /* of those, how many returned NULL */
 	uint64_t nested_frees;    /* frees made from a nested context */
@@ -80,6 +81,7 @@ struct sm_stats {
 	uint64_t threads_live;    /* thread caches owned by a running thread */
 	uint64_t threads_cached;  /* thread caches waiting for reuse */
 	uint64_t cached_bytes;    /* total of classes[].cached_bytes */
+	uint64_t unowned_cached_bytes; /* of those, held by caches of exited threads */
 	uint64_t jemalloc_allocated; /* jemalloc's stats.allocated, 0 if unknown */
 	uint64_t jemalloc_resident;  /* jemalloc's stats.resident, 0 if unknown */
 };

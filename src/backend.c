@@ -228,16 +228,44 @@ uint32_t _sm_backend_large_arena(uint32_t seq)
 	return large_arena[seq % SM_LARGE_ARENAS];
 }
 
-static inline int tcache_flag(bool no_tcache)
+/* Explicit tcaches (tcache.create), one per thread cache and one for the
+ * refill thread, rather than the thread's implicit one: a tcache bin is per
+ * size class, not per arena, so the implicit one would mix our class
+ * arenas' objects with the default arenas' whenever anything else in the
+ * process calls jemalloc's malloc (the test programs do, through libc;
+ * so would a program calling mallocx itself). An explicit tcache only ever
+ * sees sigmalloc's calls, each naming its class arena, so each bin stays
+ * pure. Costs one jemalloc tcache per thread cache (reused with it). */
+int _sm_backend_tcache_create(void)
 {
-	return no_tcache ? MALLOCX_TCACHE_NONE : 0;
+	unsigned id;
+	size_t len = sizeof id;
+	if (mallctl("tcache.create", &id, &len, NULL, 0) != 0)
+		return SM_TCACHE_NONE; /* jemalloc's limit: 4094 at once */
+	return (int)id;
+}
+
+/* Returns what an explicit tcache holds to its arenas. The caller is the
+ * tcache's only user at that moment (its owner, or the refill thread for a
+ * dead owner). */
+void _sm_backend_tcache_flush(int tc)
+{
+	if (tc == SM_TCACHE_NONE)
+		return;
+	unsigned id = (unsigned)tc;
+	mallctl("tcache.flush", NULL, NULL, &id, sizeof id);
+}
+
+static inline int tcache_flag(int tc)
+{
+	return tc == SM_TCACHE_NONE ? MALLOCX_TCACHE_NONE : MALLOCX_TCACHE((unsigned)tc);
 }
 
 uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
-                                 struct sm_node **last, bool no_tcache)
+                                 struct sm_node **last, int tc)
 {
 	const size_t size = _sm_class_size[cls];
-	const int flags = MALLOCX_ARENA(class_arena[cls]) | tcache_flag(no_tcache);
+	const int flags = MALLOCX_ARENA(class_arena[cls]) | tcache_flag(tc);
 	struct sm_node *head = NULL, *tail = NULL;
 	uint32_t got = 0;
 	for (; got < n; got++) {
@@ -258,10 +286,10 @@ uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **firs
 	return got;
 }
 
-void _sm_backend_free_chain(uint32_t cls, struct sm_node *node, bool no_tcache)
+void _sm_backend_free_chain(uint32_t cls, struct sm_node *node, int tc)
 {
 	const size_t size = _sm_class_size[cls];
-	const int flags = tcache_flag(no_tcache);
+	const int flags = tcache_flag(tc);
 	while (node) {
 		struct sm_node *next = node->next;
 		sm_unpoison(node, size);
@@ -270,13 +298,12 @@ void _sm_backend_free_chain(uint32_t cls, struct sm_node *node, bool no_tcache)
 	}
 }
 
-void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena,
-                              bool no_tcache)
+void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena, int tc)
 {
 	/* jemalloc's limit is PTRDIFF_MAX; say so before its arithmetic does. */
 	if (size > PTRDIFF_MAX || align > ((size_t)1 << 40))
 		return NULL;
-	int flags = MALLOCX_ARENA(arena) | tcache_flag(no_tcache);
+	int flags = MALLOCX_ARENA(arena) | tcache_flag(tc);
 	if (align > 16)
 		flags |= MALLOCX_ALIGN(align);
 	if (zero)
@@ -287,9 +314,9 @@ void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t are
 	return p;
 }
 
-void _sm_backend_free_large(void *p, bool no_tcache)
+void _sm_backend_free_large(void *p, int tc)
 {
-	dallocx(p, tcache_flag(no_tcache));
+	dallocx(p, tcache_flag(tc));
 }
 
 size_t _sm_backend_usable_large(void *p)
@@ -297,19 +324,19 @@ size_t _sm_backend_usable_large(void *p)
 	return sallocx(p, 0);
 }
 
-void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena)
+void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)
 {
 	if (size > PTRDIFF_MAX)
 		return NULL;
-	void *q = rallocx(p, size, MALLOCX_ARENA(arena));
+	void *q = rallocx(p, size, MALLOCX_ARENA(arena) | tcache_flag(tc));
 	if (q && sm_unlikely(!slot_is_large(slot_of(q))))
 		_sm_fatal("sigmalloc: jemalloc returned %p outside the large range\n", q);
 	return q;
 }
 
-void _sm_backend_purge(void)
+void _sm_backend_purge(int tc)
 {
-	mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+	_sm_backend_tcache_flush(tc);
 	char name[64];
 	_sm_format(name, sizeof name, "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
 	mallctl(name, NULL, NULL, NULL, 0);

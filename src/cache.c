@@ -73,6 +73,8 @@ static bool init_once(void)
 	/* After jemalloc's own registration (its init ran inside
 	 * _sm_backend_init), so that our prepare runs first. */
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	if (_sm_options.refill_thread == 1)
+		_sm_refiller_want();
 	return true;
 }
 
@@ -99,9 +101,10 @@ static void cache_set_marks(struct sm_cache *c)
 		uint32_t low, high, batch, cap;
 		_sm_class_watermarks(cls, &low, &high, &batch, &cap);
 		/* Without a refill thread, refill when empty (issue 3 arms it). */
-		b->low_mark = 0;
+		b->low_mark = 0; /* armed by the first refill once the thread runs */
 		b->high_mark = high;
 		b->batch = batch;
+		s->low_default = low;
 		s->high_default = high;
 		s->high_cap = cap;
 	}
@@ -121,6 +124,7 @@ static struct sm_cache *cache_acquire(void)
 		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (m != MAP_FAILED) {
 			c = m;
+			c->tcache = SM_TCACHE_NONE;
 			c->next_all = _sm_registry_first();
 			atomic_store_explicit(&registry, c, memory_order_release);
 		}
@@ -128,6 +132,13 @@ static struct sm_cache *cache_acquire(void)
 	if (c) {
 		atomic_store_explicit(&c->state, SM_CACHE_LIVE, memory_order_relaxed);
 		c->large_arena = _sm_backend_large_arena(large_arena_seq++);
+		if (c->tcache == SM_TCACHE_NONE) /* a new cache, or one forgotten by fork */
+			c->tcache = _sm_backend_tcache_create();
+		atomic_store_explicit(&c->last_tick, atomic_load(&_sm_tick), memory_order_relaxed);
+		atomic_store_explicit(&c->idle_reclaimed, 0, memory_order_relaxed);
+		/* A second thread: from now on a refill thread pays its way. */
+		if (large_arena_seq > 1)
+			_sm_refiller_want();
 	}
 	pthread_mutex_unlock(&registry_lock);
 	if (c)
@@ -158,7 +169,7 @@ struct sm_cache *_sm_thread_setup(void)
 
 /* Returns every object a cache holds to jemalloc. Caller: the owner at
  * depth 1, or whoever has made the cache theirs (it is not LIVE). */
-void _sm_cache_flush(struct sm_cache *c, bool no_tcache)
+void _sm_cache_flush(struct sm_cache *c, int tc)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_bucket *b = &c->bucket[cls];
@@ -171,21 +182,23 @@ void _sm_cache_flush(struct sm_cache *c, bool no_tcache)
 				n = n->next;
 			}
 			c->slow[cls].objects_trimmed += b->count;
-			_sm_backend_free_chain(cls, node, no_tcache);
+			_sm_backend_free_chain(cls, node, tc);
 			b->head = NULL;
 			b->count = 0;
 		}
 		b->high_mark = c->slow[cls].high_default;
-		_Atomic(struct sm_node *) *lists[] = { &sh->extra, &sh->reserve, &sh->inbox };
-		_Atomic int32_t *counts[] = { &sh->extra_count, &sh->reserve_count, &sh->inbox_count };
-		for (int i = 0; i < 3; i++) {
+		_Atomic(struct sm_node *) *lists[] = { &sh->extra, &sh->reserve, &sh->inbox,
+		                                       &sh->outbox };
+		_Atomic int32_t *counts[] = { &sh->extra_count, &sh->reserve_count, &sh->inbox_count,
+		                              &sh->outbox_count };
+		for (int i = 0; i < 4; i++) {
 			struct sm_node *chain = list_take_all(lists[i]);
 			if (chain) {
 				uint32_t n;
 				chain_last(chain, &n);
 				atomic_fetch_sub_explicit(counts[i], (int32_t)n, memory_order_relaxed);
 				c->slow[cls].objects_trimmed += n;
-				_sm_backend_free_chain(cls, chain, no_tcache);
+				_sm_backend_free_chain(cls, chain, tc);
 			}
 		}
 	}
@@ -204,9 +217,14 @@ static void thread_exit(void *arg)
 		t->cache = (struct sm_cache *)&_sm_cache_empty;
 		t->state = SM_THREAD_DEAD;
 		sm_signal_fence();
-		_sm_deferred_drain(true);
-		_sm_cache_flush(c, true);
-		atomic_store_explicit(&c->state, SM_CACHE_FREE, memory_order_release);
+		/* The refill thread returns it all to jemalloc; without one, this
+		 * thread does, bypassing its jemalloc tcache that is going away. */
+		if (!_sm_refiller_adopt(c)) {
+			_sm_deferred_drain(c->tcache);
+			_sm_cache_flush(c, c->tcache);
+			_sm_backend_tcache_flush(c->tcache);
+			atomic_store_explicit(&c->state, SM_CACHE_FREE, memory_order_release);
+		}
 	}
 	sm_signal_fence();
 	t->depth--;
@@ -215,10 +233,12 @@ static void thread_exit(void *arg)
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&registry_lock);
+	_sm_refiller_fork_prepare();
 }
 
 static void fork_parent(void)
 {
+	_sm_refiller_fork_parent();
 	pthread_mutex_unlock(&registry_lock);
 }
 
@@ -228,6 +248,8 @@ static void cache_forget(struct sm_cache *c)
 	struct sm_cache *next = c->next_all;
 	memset(c, 0, sizeof *c);
 	c->next_all = next;
+	/* Its jemalloc tcache may have been mid-operation: never use it again. */
+	c->tcache = SM_TCACHE_NONE;
 	atomic_store_explicit(&c->state, SM_CACHE_FREE, memory_order_relaxed);
 }
 
@@ -235,7 +257,15 @@ static void fork_child(void)
 {
 	pthread_mutex_init(&registry_lock, NULL);
 	struct sm_cache *mine = _sm_thread.cache;
+	if (mine == &_sm_cache_empty)
+		mine = NULL;
 	for (struct sm_cache *c = _sm_registry_first(); c; c = c->next_all)
 		if (c != mine)
 			cache_forget(c);
+	/* Other threads may have been half way through a push. */
+	atomic_store(&_sm_deferred_head, NULL);
+	_sm_refiller_fork_child(mine);
+	if (mine) /* its low marks were armed for a thread that is gone */
+		for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
+			mine->bucket[cls].low_mark = 0;
 }

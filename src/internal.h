@@ -74,16 +74,20 @@ static inline bool slot_is_large(uintptr_t slot)
 	return slot - SM_LARGE_FIRST_SLOT < _sm_large_slots;
 }
 bool _sm_backend_init(void) sm_hidden;
+/* `tc` everywhere: the caller's explicit jemalloc tcache, or SM_TCACHE_NONE. */
+#define SM_TCACHE_NONE (-1)
+int _sm_backend_tcache_create(void) sm_hidden;
+void _sm_backend_tcache_flush(int tc) sm_hidden;
 /* Allocates up to n objects of class cls as a chain; returns its length. */
 uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
-                                 struct sm_node **last, bool no_tcache) sm_hidden;
-void _sm_backend_free_chain(uint32_t cls, struct sm_node *first, bool no_tcache) sm_hidden;
+                                 struct sm_node **last, int tc) sm_hidden;
+void _sm_backend_free_chain(uint32_t cls, struct sm_node *first, int tc) sm_hidden;
 void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena,
-                              bool no_tcache) sm_hidden;
-void _sm_backend_free_large(void *p, bool no_tcache) sm_hidden;
+                              int tc) sm_hidden;
+void _sm_backend_free_large(void *p, int tc) sm_hidden;
 size_t _sm_backend_usable_large(void *p) sm_hidden;
-void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena) sm_hidden;
-void _sm_backend_purge(void) sm_hidden;
+void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc) sm_hidden;
+void _sm_backend_purge(int tc) sm_hidden;
 uint32_t _sm_backend_large_arena(uint32_t seq) sm_hidden;
 bool _sm_backend_read_u64(const char *name, uint64_t *out) sm_hidden;
 
@@ -94,7 +98,7 @@ extern __thread struct sm_thread _sm_thread sm_tls sm_hidden;
 extern const struct sm_cache _sm_cache_empty sm_hidden;
 /* Sets up the calling thread at depth 1; NULL if it cannot have a cache. */
 struct sm_cache *_sm_thread_setup(void) sm_hidden;
-void _sm_cache_flush(struct sm_cache *c, bool no_tcache) sm_hidden;
+void _sm_cache_flush(struct sm_cache *c, int tc) sm_hidden;
 bool _sm_init(void) sm_hidden;
 extern _Atomic int _sm_initialized sm_hidden;
 /* Iterates the registry (read-only, lock-free: next_all is written once). */
@@ -110,17 +114,33 @@ void *_sm_large_alloc(size_t size, size_t align, bool zero) sm_hidden;
 void _sm_large_free(void *p) sm_hidden;
 void *_sm_large_realloc(void *p, size_t size) sm_hidden;
 void _sm_trim_thread(void) sm_hidden;
-void _sm_deferred_drain(bool no_tcache) sm_hidden;
-void _sm_reserve_restock(struct sm_cache *c) sm_hidden;
+void _sm_deferred_drain(int tc) sm_hidden;
+void _sm_reserve_restock(struct sm_cache *c, bool owner, int tc) sm_hidden;
+extern _Atomic(struct sm_node *) _sm_deferred_head sm_hidden;
 void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep) sm_hidden;
 /* Splices a chain first..last of n objects onto a private bucket. */
 void _sm_bucket_splice(struct sm_bucket *b, uint32_t cls, struct sm_node *first,
                        struct sm_node *last, uint32_t n) sm_hidden;
 
+// "refiller.c": the background refill thread.
+extern _Atomic uint64_t _sm_tick sm_hidden;
+bool _sm_refiller_running(void) sm_hidden;
+bool _sm_refiller_wanted(void) sm_hidden;
+void _sm_refiller_want(void) sm_hidden;
+void _sm_refiller_start_slow(void) sm_hidden sm_noinline sm_cold;
+/* Sets bit cls in *mask (a mask of cache c) and queues c; any context. */
+void _sm_refiller_request(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls) sm_hidden;
+bool _sm_refiller_adopt(struct sm_cache *c) sm_hidden;
+void _sm_refiller_fork_prepare(void) sm_hidden;
+void _sm_refiller_fork_parent(void) sm_hidden;
+void _sm_refiller_fork_child(struct sm_cache *mine) sm_hidden;
+
 // "options.c"
 struct sm_options {
 	uint32_t reserve;      /* nested reserve per used class (SIGMALLOC_RESERVE) */
 	uint32_t cap_bytes;    /* slow-start limit of one bucket (SIGMALLOC_BUCKET_MAX) */
+	uint32_t idle_ms;      /* quiet time before a cache is trimmed (SIGMALLOC_IDLE_MS) */
+	uint32_t refill_thread; /* 0 off, 1 on, 2 auto (SIGMALLOC_REFILL_THREAD) */
 	bool stats_at_exit;    /* SIGMALLOC_STATS */
 	bool verbose;          /* SIGMALLOC_VERBOSE */
 };

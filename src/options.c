@@ -15,11 +15,13 @@ extern char **environ;
 struct sm_options _sm_options = {
 	.reserve = 4,
 	.cap_bytes = 128 * 1024,
+	.idle_ms = 1000,
+	.refill_thread = 2,
 	.stats_at_exit = false,
 	.verbose = false,
 };
 
-enum option_kind { OPT_U32, OPT_BOOL };
+enum option_kind { OPT_U32, OPT_BOOL, OPT_AUTO };
 struct option_desc {
 	const char *name; /* after the SIGMALLOC_ prefix */
 	enum option_kind kind;
@@ -33,6 +35,10 @@ static const struct option_desc options[] = {
 	  "objects per used class kept for nested (signal handler) allocations" },
 	{ "BUCKET_MAX", OPT_U32, &_sm_options.cap_bytes, 4096, 64u << 20,
 	  "bytes one bucket may grow to by slow start" },
+	{ "IDLE_MS", OPT_U32, &_sm_options.idle_ms, 100, 3600000,
+	  "quiet time after which a thread's cache is trimmed to its low watermarks" },
+	{ "REFILL_THREAD", OPT_AUTO, &_sm_options.refill_thread, 0, 2,
+	  "background refill thread: 0 off, 1 on from the start, 2 auto (on first need)" },
 	{ "STATS", OPT_BOOL, &_sm_options.stats_at_exit, 0, 1,
 	  "print the per-class statistics table to stderr at exit" },
 	{ "VERBOSE", OPT_BOOL, &_sm_options.verbose, 0, 1, "print every option at start-up" },
@@ -111,17 +117,26 @@ void _sm_options_init(void)
 		const char *s = env_lookup(name);
 		if (!s)
 			continue;
-		bool ok = o->kind == OPT_BOOL ? parse_bool(s, o->value)
-		                              : parse_u32(s, o->min, o->max, o->value);
+		bool ok, flag = false;
+		if (o->kind == OPT_BOOL) {
+			ok = parse_bool(s, o->value);
+		} else if (o->kind == OPT_AUTO) { /* a boolean, or "auto" */
+			ok = str_ieq(s, "auto") || parse_bool(s, &flag);
+			if (ok)
+				*(uint32_t *)o->value = str_ieq(s, "auto") ? 2u : flag;
+		} else {
+			ok = parse_u32(s, o->min, o->max, o->value);
+		}
 		if (!ok)
 			_sm_message("sigmalloc: ignoring %s=%s (%s); keeping the default\n", name, s,
-			            o->kind == OPT_BOOL ? "expected 1/0, on/off, yes/no"
-			                                : "expected a number in range, K/M/G allowed");
+			            o->kind == OPT_U32 ? "expected a number in range, K/M/G allowed"
+			                               : "expected 1/0, on/off, yes/no, or auto");
 	}
 	if (_sm_options.verbose) {
 		for (unsigned i = 0; i < sizeof options / sizeof options[0]; i++) {
 			const struct option_desc *o = &options[i];
 			uint32_t v = o->kind == OPT_BOOL ? *(bool *)o->value : *(uint32_t *)o->value;
+			(void)v;
 			_sm_message("sigmalloc: SIGMALLOC_%-10s = %u  (%s)\n", o->name, v, o->what);
 		}
 		_sm_message("sigmalloc: %u classes 16..%u B, stats %s\n", (unsigned)SM_NUM_CLASSES,

@@ -42,8 +42,10 @@
 #define SM_NESTED_CLIMB 4u
 
 /* Frees that could not be done where they happened (nested frees of large
- * objects, frees on a thread without a cache): drained at depth 1. */
-static _Atomic(struct sm_node *) deferred;
+ * objects, frees on a thread without a cache): drained at depth 1 by any
+ * owner slow path, and by the refill thread. */
+_Atomic(struct sm_node *) _sm_deferred_head;
+#define deferred _sm_deferred_head
 
 static inline struct sm_cache *cache_empty(void)
 {
@@ -116,7 +118,7 @@ void _sm_deferred_push(void *p)
 	list_push(&deferred, p);
 }
 
-void _sm_deferred_drain(bool no_tcache)
+void _sm_deferred_drain(int tc)
 {
 	struct sm_node *node = list_take_all(&deferred);
 	while (node) {
@@ -124,15 +126,18 @@ void _sm_deferred_drain(bool no_tcache)
 		uintptr_t slot = slot_of(node);
 		if (slot < SM_NUM_CLASSES) {
 			node->next = NULL;
-			_sm_backend_free_chain((uint32_t)slot, node, no_tcache);
+			_sm_backend_free_chain((uint32_t)slot, node, tc);
 		} else {
-			_sm_backend_free_large(node, no_tcache);
+			_sm_backend_free_large(node, tc);
 		}
 		node = next;
 	}
 }
 
-void _sm_reserve_restock(struct sm_cache *c)
+/* Tops up the reserves whose bit is set in reserve_want. The owner may
+ * take from its private list; the refill thread (owner == false) only
+ * from jemalloc. */
+void _sm_reserve_restock(struct sm_cache *c, bool owner, int tc)
 {
 	uint32_t want = atomic_exchange_explicit(&c->reserve_want, 0, memory_order_relaxed);
 	while (want) {
@@ -148,24 +153,57 @@ void _sm_reserve_restock(struct sm_cache *c)
 		struct sm_node *first, *last;
 		uint32_t got;
 		struct sm_bucket *b = &c->bucket[cls];
-		if (b->count > need)
+		bool from_list = owner && b->count > need;
+		if (from_list)
 			got = bucket_take(b, cls, need, &first, &last);
 		else
-			got = _sm_backend_alloc_batch(cls, need, &first, &last, false);
+			got = _sm_backend_alloc_batch(cls, need, &first, &last, tc);
 		if (!got)
 			continue;
-		c->slow[cls].objects_refilled += b->count > need ? 0 : got;
+		if (!from_list && owner)
+			c->slow[cls].objects_refilled += got;
+		else if (!from_list)
+			atomic_fetch_add_explicit(&sh->async_objects_refilled, got,
+			                          memory_order_relaxed);
 		atomic_fetch_add_explicit(&sh->reserve_count, (int32_t)got, memory_order_relaxed);
 		list_push_chain(&sh->reserve, first, last);
+	}
+}
+
+/* A cache that was quiet for the idle interval: back to the watermarks the
+ * kernel would keep (the refill thread has taken its atomic lists). */
+static void trim_after_idle(struct sm_cache *c)
+{
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		_sm_bucket_trim_to(c, cls, c->slow[cls].low_default);
+		c->bucket[cls].high_mark = c->slow[cls].high_default;
 	}
 }
 
 static inline void housekeeping(struct sm_cache *c)
 {
 	if (sm_unlikely(atomic_load_explicit(&deferred, memory_order_relaxed) != NULL))
-		_sm_deferred_drain(false);
+		_sm_deferred_drain(c->tcache);
 	if (sm_unlikely(atomic_load_explicit(&c->reserve_want, memory_order_relaxed) != 0))
-		_sm_reserve_restock(c);
+		_sm_reserve_restock(c, true, c->tcache);
+	uint64_t now = atomic_load_explicit(&_sm_tick, memory_order_relaxed);
+	uint64_t last = atomic_load_explicit(&c->last_tick, memory_order_relaxed);
+	if (sm_unlikely(now != last)) {
+		if (now - last >= _sm_options.idle_ms / 100u + 1u ||
+		    atomic_load_explicit(&c->idle_reclaimed, memory_order_relaxed)) {
+			trim_after_idle(c);
+			atomic_store_explicit(&c->idle_reclaimed, 0, memory_order_relaxed);
+		}
+		atomic_store_explicit(&c->last_tick, now, memory_order_relaxed);
+	}
+}
+
+/* The top of every owner slow path: nothing touched yet, so the refill
+ * thread may be started here (its creation allocates, at depth 0). */
+static inline void maybe_start_refiller(void)
+{
+	if (sm_unlikely(_sm_refiller_wanted()))
+		_sm_refiller_start_slow();
 }
 
 /* ------------------------------------------------------------------------
@@ -179,7 +217,8 @@ static void *alloc_uncached(struct sm_thread *t, uint32_t cls)
 	if (_sm_base == SM_BASE_UNSET)
 		return NULL;
 	struct sm_node *first, *last;
-	if (!_sm_backend_alloc_batch(cls, 1, &first, &last, t->state == SM_THREAD_DEAD))
+	(void)t;
+	if (!_sm_backend_alloc_batch(cls, 1, &first, &last, SM_TCACHE_NONE))
 		return NULL;
 	return first;
 }
@@ -187,7 +226,8 @@ static void *alloc_uncached(struct sm_thread *t, uint32_t cls)
 static void free_uncached(struct sm_thread *t, struct sm_node *node, uint32_t cls)
 {
 	node->next = NULL;
-	_sm_backend_free_chain(cls, node, t->state == SM_THREAD_DEAD);
+	(void)t;
+	_sm_backend_free_chain(cls, node, SM_TCACHE_NONE);
 }
 
 /* ------------------------------------------------------------------------
@@ -196,6 +236,7 @@ static void free_uncached(struct sm_thread *t, struct sm_node *node, uint32_t cl
 
 static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 {
+	maybe_start_refiller();
 	struct sm_cache *c = t->cache;
 	if (c == cache_empty()) {
 		c = _sm_thread_setup();
@@ -205,24 +246,42 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 	housekeeping(c);
 	struct sm_bucket *b = &c->bucket[cls];
 	struct sm_bucket_slow *s = &c->slow[cls];
-	if (b->count == 0) {
+	const uint64_t misses_before = s->sync_misses;
+	if (b->count > 0) {
+		/* Crossed the low watermark: ask the refill thread for a batch,
+		 * once (low_mark stays disarmed until the next refill). */
+		b->low_mark = 0;
+		_sm_refiller_request(c, &c->refill_want, cls);
+	} else {
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		if (bucket_take_list(b, cls, &sh->extra, &sh->extra_count) == 0 &&
-		    bucket_take_list(b, cls, &sh->inbox, &sh->inbox_count) == 0) {
+		bucket_take_list(b, cls, &sh->extra, &sh->extra_count);
+		bucket_take_list(b, cls, &sh->inbox, &sh->inbox_count);
+		if (b->count == 0) {
+			/* The refill thread is late or absent: a synchronous miss. The
+			 * owner is provably not inside jemalloc (depth was 0). */
 			struct sm_node *first, *last;
-			uint32_t n = _sm_backend_alloc_batch(cls, b->batch, &first, &last, false);
+			uint32_t n = _sm_backend_alloc_batch(cls, b->batch, &first, &last, c->tcache);
 			if (n == 0)
 				return NULL;
 			_sm_bucket_splice(b, cls, first, last, n);
 			s->sync_misses++;
 			s->objects_refilled += n;
 		}
+		/* Re-arm the low watermark while a refill thread can answer it;
+		 * already below it, ask at once. */
+		b->low_mark = 0;
+		if (_sm_refiller_running()) {
+			if (b->count > s->low_default)
+				b->low_mark = s->low_default;
+			else
+				_sm_refiller_request(c, &c->refill_want, cls);
+		}
 		uint32_t bit = 1u << cls;
 		if (!(c->used_mask & bit)) {
 			/* First use of the class: give its handlers a reserve. */
 			c->used_mask |= bit;
 			atomic_fetch_or_explicit(&c->reserve_want, bit, memory_order_relaxed);
-			_sm_reserve_restock(c);
+			_sm_reserve_restock(c, true, c->tcache);
 		}
 	}
 	struct sm_node *node = b->head;
@@ -231,6 +290,10 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 	sm_unpoison(node, _sm_class_size[cls]);
 	b->head = node->next;
 	b->count--;
+	/* Served from what the thread held (list, extra or inbox), without a
+	 * call into jemalloc: a cache allocation all the same. */
+	if (sm_config_stats && s->sync_misses == misses_before)
+		b->hits++;
 	return node;
 }
 
@@ -252,12 +315,13 @@ void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
 		return;
 	struct sm_node *first, *last;
 	uint32_t n = bucket_take(b, cls, b->count - keep, &first, &last);
-	_sm_backend_free_chain(cls, first, false);
+	_sm_backend_free_chain(cls, first, c->tcache);
 	c->slow[cls].objects_trimmed += n;
 }
 
 static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t cls)
 {
+	maybe_start_refiller();
 	struct sm_cache *c = t->cache;
 	if (c == cache_empty()) {
 		c = _sm_thread_setup();
@@ -279,6 +343,17 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 		/* Slow start: this thread keeps more of this class live. */
 		uint32_t grown = b->high_mark + b->batch;
 		b->high_mark = grown < s->high_cap ? grown : s->high_cap;
+		return;
+	}
+	if (_sm_refiller_running()) {
+		/* Hand the batch to the refill thread: jemalloc's work leaves
+		 * this thread. */
+		struct sm_node *first, *last;
+		uint32_t n = bucket_take(b, cls, b->batch, &first, &last);
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		atomic_fetch_add_explicit(&sh->outbox_count, (int32_t)n, memory_order_relaxed);
+		list_push_chain(&sh->outbox, first, last);
+		_sm_refiller_request(c, &c->trim_want, cls);
 		return;
 	}
 	_sm_bucket_trim_to(c, cls, b->count - b->batch);
@@ -313,7 +388,7 @@ void *_sm_large_alloc(size_t size, size_t align, bool zero)
 	if (_sm_base == SM_BASE_UNSET)
 		return NULL;
 	uint32_t arena = c ? c->large_arena : _sm_backend_large_arena(0);
-	void *p = _sm_backend_alloc_large(size, align, zero, arena, t->state == SM_THREAD_DEAD);
+	void *p = _sm_backend_alloc_large(size, align, zero, arena, c ? c->tcache : SM_TCACHE_NONE);
 	if (c && sm_config_stats)
 		c->large_allocs++;
 	return p;
@@ -323,7 +398,7 @@ void _sm_large_free(void *p)
 {
 	struct sm_thread *t = &_sm_thread;
 	struct sm_cache *c = cache_for_large(t);
-	_sm_backend_free_large(p, t->state == SM_THREAD_DEAD);
+	_sm_backend_free_large(p, c ? c->tcache : SM_TCACHE_NONE);
 	if (c && sm_config_stats)
 		c->large_frees++;
 }
@@ -333,17 +408,18 @@ void *_sm_large_realloc(void *p, size_t size)
 	struct sm_thread *t = &_sm_thread;
 	struct sm_cache *c = cache_for_large(t);
 	uint32_t arena = c ? c->large_arena : _sm_backend_large_arena(0);
-	return _sm_backend_realloc_large(p, size, arena);
+	return _sm_backend_realloc_large(p, size, arena, c ? c->tcache : SM_TCACHE_NONE);
 }
 
 void _sm_trim_thread(void)
 {
 	struct sm_thread *t = &_sm_thread;
-	_sm_deferred_drain(t->state == SM_THREAD_DEAD);
+	int tc = t->cache != cache_empty() ? t->cache->tcache : SM_TCACHE_NONE;
+	_sm_deferred_drain(tc);
 	if (t->cache != cache_empty())
-		_sm_cache_flush(t->cache, false);
+		_sm_cache_flush(t->cache, tc);
 	if (_sm_base != SM_BASE_UNSET)
-		_sm_backend_purge();
+		_sm_backend_purge(tc);
 }
 
 /* ------------------------------------------------------------------------
@@ -386,9 +462,8 @@ void *_sm_nested_alloc(uint32_t cls, size_t align)
 			node = list_take_one(&sh->extra, &sh->extra_count);
 			if (!node) {
 				node = list_take_one(&sh->reserve, &sh->reserve_count);
-				if (node)
-					atomic_fetch_or_explicit(&c->reserve_want, 1u << k,
-					                         memory_order_relaxed);
+				if (node) /* restock: the refill thread, or the owner */
+					_sm_refiller_request(c, &c->reserve_want, k);
 			}
 		}
 		if (sm_config_stats) {

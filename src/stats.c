@@ -36,8 +36,10 @@ void sm_stats(struct sm_stats *out)
 			const struct sm_bucket_shared *sh = &c->shared[cls];
 			o->cache_allocs += RD(b->hits);
 			o->sync_misses += RD(s->sync_misses);
-			o->objects_refilled += RD(s->objects_refilled);
-			o->objects_trimmed += RD(s->objects_trimmed);
+			o->objects_refilled += RD(s->objects_refilled) +
+				atomic_load_explicit(&sh->async_objects_refilled, memory_order_relaxed);
+			o->objects_trimmed += RD(s->objects_trimmed) +
+				atomic_load_explicit(&sh->async_objects_trimmed, memory_order_relaxed);
 			o->async_refills += atomic_load_explicit(&sh->async_refills, memory_order_relaxed);
 			o->async_trims += atomic_load_explicit(&sh->async_trims, memory_order_relaxed);
 			o->nested_allocs += atomic_load_explicit(&sh->nested_allocs, memory_order_relaxed);
@@ -46,9 +48,13 @@ void sm_stats(struct sm_stats *out)
 			int64_t held = (int64_t)RD(b->count) +
 				atomic_load_explicit(&sh->extra_count, memory_order_relaxed) +
 				atomic_load_explicit(&sh->reserve_count, memory_order_relaxed) +
-				atomic_load_explicit(&sh->inbox_count, memory_order_relaxed);
-			if (held > 0)
+				atomic_load_explicit(&sh->inbox_count, memory_order_relaxed) +
+				atomic_load_explicit(&sh->outbox_count, memory_order_relaxed);
+			if (held > 0) {
 				o->cached_objects += (uint64_t)held;
+				if (state != SM_CACHE_LIVE)
+					out->unowned_cached_bytes += (uint64_t)held * o->size;
+			}
 		}
 		out->large_allocs += RD(c->large_allocs);
 		out->large_frees += RD(c->large_frees);

@@ -74,21 +74,23 @@ _Static_assert(sizeof(struct sm_bucket) == 32, "two buckets per cache line");
 /* Slow-path bookkeeping of a bucket; owner only, except that the stats
  * reader reads the counters without a lock (each is one aligned word). */
 struct sm_bucket_slow {
+	uint32_t low_default;   //! the kernel's low watermark: refill request below it
 	uint32_t high_default;  //! the kernel watermark the bucket starts from
 	uint32_t high_cap;      //! slow start grows high_mark up to this
 	uint64_t sync_misses;   //! refills done by the owner itself
 	uint64_t objects_refilled;
 	uint64_t objects_trimmed;
-	uint64_t last_use;      //! owner's slow-path tick of the last use (idle trim)
 };
 
 /* The half of a bucket that other contexts touch. Every field is atomic.
  *
  *   list     pushed by                      taken (exchange-all) by
  *   extra    nested free (same thread)      owner slow path, nested alloc,
- *                                           refill thread
- *   reserve  owner slow path, refill thread nested alloc, refill thread
- *   inbox    refill thread                  owner slow path
+ *                                           refill thread (idle, dead)
+ *   reserve  owner slow path, refill thread nested alloc, refill thread (dead)
+ *   inbox    refill thread                  owner slow path, refill thread
+ *                                           (idle, dead)
+ *   outbox   owner slow path (trim)         refill thread
  *
  * Nobody pops a single node with compare-and-swap: that is the ABA hazard.
  * Taking is always exchange(list, NULL), and giving back is a push. */
@@ -96,15 +98,18 @@ struct sm_bucket_shared {
 	_Atomic(struct sm_node *) extra;
 	_Atomic(struct sm_node *) reserve;
 	_Atomic(struct sm_node *) inbox;
+	_Atomic(struct sm_node *) outbox; //! owner pushes trimmed batches; refill thread frees
 	_Atomic int32_t reserve_count;   //! approximate length of reserve
 	_Atomic int32_t inbox_count;     //! approximate length of inbox
 	_Atomic int32_t extra_count;     //! approximate length of extra
-	_Atomic uint32_t pending;        //! a refill or trim request is queued
+	_Atomic int32_t outbox_count;    //! approximate length of outbox
 	_Atomic uint64_t nested_allocs;  //! statistics, relaxed RMW
 	_Atomic uint64_t nested_nulls;
 	_Atomic uint64_t nested_frees;
-	_Atomic uint64_t async_refills;
-	_Atomic uint64_t async_trims;
+	_Atomic uint64_t async_refills;  //! batches delivered to inbox (refill thread)
+	_Atomic uint64_t async_trims;    //! outbox batches returned (refill thread)
+	_Atomic uint64_t async_objects_refilled;
+	_Atomic uint64_t async_objects_trimmed;
 } __attribute__((aligned(64)));
 
 enum sm_cache_state {
@@ -120,10 +125,18 @@ struct sm_cache {
 	struct sm_bucket bucket[SM_NUM_CLASSES];   /* hot: the fast path */
 	struct sm_bucket_slow slow[SM_NUM_CLASSES];
 	struct sm_bucket_shared shared[SM_NUM_CLASSES];
-	_Atomic uint32_t reserve_want;   //! bit per class whose reserve ran low
+	/* Requests to the refill thread (refiller.c): a bit per class in
+	 * each mask, set by the owner or its handlers, taken by exchange. */
+	_Atomic uint32_t reserve_want;   //! reserve ran low (nested alloc took one)
+	_Atomic uint32_t refill_want;    //! private list crossed its low watermark
+	_Atomic uint32_t trim_want;      //! outbox holds a trimmed batch
+	_Atomic uint32_t queued;         //! on the request list; cleared by refill thread
+	struct sm_node request_link;     //! request list link; written before the push
 	_Atomic uint32_t state;          //! enum sm_cache_state
-	_Atomic uint64_t last_active;    //! owner's coarse clock, for idle trim
+	_Atomic uint32_t idle_reclaimed; //! refill thread took its atomic lists while idle
+	_Atomic uint64_t last_tick;      //! owner's last slow path, in refill-thread ticks
 	uint32_t large_arena;            //! jemalloc arena for large objects
+	int32_t tcache;                  //! explicit jemalloc tcache of its owner (backend.c)
 	uint32_t used_mask;              //! owner: classes this thread has used
 	struct sm_cache *next_all;       //! registry list; written once, under lock
 	uint64_t large_allocs;           //! statistics, owner only

@@ -1,0 +1,372 @@
+/*
+ * The refill thread: sigmalloc's irq_work (memalloc.c, bpf_mem_refill).
+ *
+ * One thread per process, named "sigmalloc-refill", every blockable signal
+ * blocked, started on first need by an owner's slow path (never in a
+ * constructor): when a second thread gets a cache, when a signal handler
+ * takes from a nested reserve, or at init with SIGMALLOC_REFILL_THREAD=on.
+ * A single-threaded program whose handlers never allocate never gets one
+ * (its owner refills synchronously, which costs it nothing it can avoid).
+ *
+ * Who calls in:
+ *   _sm_refiller_request   owner slow path or nested context (signal
+ *                          handler): atomic ops and one futex syscall, both
+ *                          async-signal-safe. Never blocks.
+ *   _sm_refiller_maybe_start, _sm_refiller_adopt
+ *                          owner at depth 1 / exiting thread.
+ *   fork handlers          the forking thread (cache.c).
+ *
+ * Requests. An owner asks for work by setting a class bit in one of its
+ * cache's masks (refill_want, trim_want, reserve_want), then queueing the
+ * cache on the request list (an intrusive lock-less list; `queued` makes
+ * sure a cache is on it at most once) and waking the thread if it sleeps.
+ * The owner's low_mark is disarmed after a refill request, so there is one
+ * request per crossing of the low watermark, and the futex syscall is off
+ * the fast path entirely.
+ *
+ *   owner (depth 1)             refill thread (work_lock held)
+ *   count <= low  --request-->  jemalloc -> batch -> push inbox
+ *   count == 0: take inbox  <-----------------------'
+ *   count at cap: batch -> push outbox --request--> take outbox -> jemalloc
+ *   handler took reserve   --request-->  jemalloc -> push reserve
+ *   thread exit: cache DEAD --queue-->   flush everything -> FREE
+ *
+ * The thread touches other caches only through their atomic lists, except
+ * for DEAD caches, whose owner has switched to the sentinel and exited the
+ * allocator for good: those are wholly the thread's until it marks them
+ * FREE.
+ *
+ * Idle trimming. The thread ticks every SM_TICK_MS while any cache may hold
+ * idle memory. An owner records the tick on each slow path; a cache quiet
+ * for SIGMALLOC_IDLE_MS gets its inbox and extra returned to jemalloc here,
+ * and when the owner next runs it trims its private lists to the low
+ * watermarks itself (refill.c), so nothing ever races a private list.
+ *
+ * fork. work_lock is held across every step that calls jemalloc, and
+ * fork_prepare takes it (after the registry lock, before jemalloc's own
+ * prepare), so the thread is quiescent and holds no jemalloc lock when the
+ * process forks. The child has no refill thread: its state is reset and
+ * the thread restarts on the child's first need.
+ */
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "lockless.h"
+
+#define SM_TICK_MS 100u
+
+enum { REFILLER_IDLE, REFILLER_STARTING, REFILLER_RUNNING, REFILLER_FAILED };
+
+static _Atomic uint32_t refiller_state;     //! enum above
+static _Atomic uint32_t refiller_wanted;    //! a need arose; start on next slow path
+static _Atomic(struct sm_node *) requests;  //! caches with work, via request_link
+static _Atomic uint32_t sleeping;           //! futex word: 1 while the thread waits
+static pthread_mutex_t work_lock = PTHREAD_MUTEX_INITIALIZER;
+static int refiller_tc = SM_TCACHE_NONE;    //! the thread's explicit jemalloc tcache
+_Atomic uint64_t _sm_tick;                  //! coarse clock, written by the thread
+
+static inline struct sm_cache *cache_of_link(struct sm_node *link)
+{
+	return (struct sm_cache *)((char *)link - offsetof(struct sm_cache, request_link));
+}
+
+bool _sm_refiller_running(void)
+{
+	return atomic_load_explicit(&refiller_state, memory_order_relaxed) == REFILLER_RUNNING;
+}
+
+void _sm_refiller_want(void)
+{
+	if (_sm_options.refill_thread != 0)
+		atomic_store_explicit(&refiller_wanted, 1, memory_order_relaxed);
+}
+
+static void futex_wake(_Atomic uint32_t *word)
+{
+	int saved = errno;
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	errno = saved;
+}
+
+/* Queues c on the request list (once) and wakes the thread if it sleeps. */
+static void queue_cache(struct sm_cache *c)
+{
+	if (atomic_exchange_explicit(&c->queued, 1, memory_order_seq_cst) == 0)
+		list_push(&requests, &c->request_link);
+	/* seq_cst pairs with the thread's store to `sleeping` before its last
+	 * look at the list: either it sees our push or we see it asleep. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&sleeping, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&sleeping, 0, memory_order_relaxed))
+		futex_wake(&sleeping);
+}
+
+void _sm_refiller_request(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls)
+{
+	atomic_fetch_or_explicit(mask, 1u << cls, memory_order_relaxed);
+	if (_sm_refiller_running())
+		queue_cache(c);
+	else
+		_sm_refiller_want();
+}
+
+/* ------------------------------------------------------------------------
+ * The work, always under work_lock
+ * ---------------------------------------------------------------------- */
+
+static void serve_refills(struct sm_cache *c)
+{
+	uint32_t want = atomic_exchange_explicit(&c->refill_want, 0, memory_order_acquire);
+	while (want) {
+		uint32_t cls = (uint32_t)__builtin_ctz(want);
+		want &= want - 1;
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		uint32_t batch = c->bucket[cls].batch; /* written once per cache use */
+		if (atomic_load_explicit(&sh->inbox_count, memory_order_relaxed) >= (int32_t)batch)
+			continue; /* the last delivery is still there */
+		struct sm_node *first, *last;
+		uint32_t n = _sm_backend_alloc_batch(cls, batch, &first, &last, refiller_tc);
+		if (!n)
+			continue;
+		atomic_fetch_add_explicit(&sh->inbox_count, (int32_t)n, memory_order_relaxed);
+		list_push_chain(&sh->inbox, first, last);
+		atomic_fetch_add_explicit(&sh->async_refills, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&sh->async_objects_refilled, n, memory_order_relaxed);
+	}
+}
+
+/* Takes an atomic list and returns it to jemalloc; the object count. */
+static uint32_t release_list(uint32_t cls, _Atomic(struct sm_node *) *list,
+                             _Atomic int32_t *count)
+{
+	struct sm_node *chain = list_take_all(list);
+	if (!chain)
+		return 0;
+	uint32_t n;
+	chain_last(chain, &n);
+	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
+	_sm_backend_free_chain(cls, chain, refiller_tc);
+	return n;
+}
+
+static void serve_trims(struct sm_cache *c)
+{
+	uint32_t want = atomic_exchange_explicit(&c->trim_want, 0, memory_order_acquire);
+	while (want) {
+		uint32_t cls = (uint32_t)__builtin_ctz(want);
+		want &= want - 1;
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		uint32_t n = release_list(cls, &sh->outbox, &sh->outbox_count);
+		if (!n)
+			continue;
+		atomic_fetch_add_explicit(&sh->async_trims, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&sh->async_objects_trimmed, n, memory_order_relaxed);
+	}
+}
+
+/* A quiet cache: give back what waits in its atomic lists (the reserve
+ * stays: it is what its signal handlers rely on). */
+static void reclaim_idle(struct sm_cache *c)
+{
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		uint32_t n = release_list(cls, &sh->inbox, &sh->inbox_count) +
+		             release_list(cls, &sh->extra, &sh->extra_count) +
+		             release_list(cls, &sh->outbox, &sh->outbox_count);
+		if (n)
+			atomic_fetch_add_explicit(&sh->async_objects_trimmed, n, memory_order_relaxed);
+	}
+	atomic_store_explicit(&c->idle_reclaimed, 1, memory_order_relaxed);
+}
+
+static void serve_cache(struct sm_cache *c)
+{
+	/* seq_cst with adopt(): either it sees queued == 0 and queues the
+	 * cache again, or this load sees DEAD. */
+	atomic_store_explicit(&c->queued, 0, memory_order_seq_cst);
+	if (atomic_load_explicit(&c->state, memory_order_seq_cst) == SM_CACHE_DEAD) {
+		/* Its owner has exited the allocator for good: all of it is ours,
+		 * including the objects its explicit jemalloc tcache holds. */
+		_sm_cache_flush(c, refiller_tc);
+		_sm_backend_tcache_flush(c->tcache);
+		atomic_store_explicit(&c->refill_want, 0, memory_order_relaxed);
+		atomic_store_explicit(&c->trim_want, 0, memory_order_relaxed);
+		atomic_store_explicit(&c->state, SM_CACHE_FREE, memory_order_release);
+		return;
+	}
+	serve_trims(c);
+	serve_refills(c);
+	_sm_reserve_restock(c, false, refiller_tc);
+}
+
+/* One pass over the request list; returns whether there was anything. */
+static bool serve_requests(void)
+{
+	struct sm_node *link = list_take_all(&requests);
+	if (!link)
+		return false;
+	while (link) {
+		struct sm_node *next = link->next;
+		serve_cache(cache_of_link(link));
+		link = next;
+	}
+	return true;
+}
+
+/* Returns whether some cache still may hold idle memory (keep ticking). */
+static bool idle_scan(uint64_t now)
+{
+	uint64_t idle_ticks = _sm_options.idle_ms / SM_TICK_MS;
+	if (idle_ticks == 0)
+		idle_ticks = 1;
+	bool pending = false;
+	for (struct sm_cache *c = _sm_registry_first(); c; c = c->next_all) {
+		if (atomic_load_explicit(&c->state, memory_order_relaxed) != SM_CACHE_LIVE ||
+		    atomic_load_explicit(&c->idle_reclaimed, memory_order_relaxed))
+			continue;
+		uint64_t last = atomic_load_explicit(&c->last_tick, memory_order_relaxed);
+		if (now - last >= idle_ticks)
+			reclaim_idle(c);
+		else
+			pending = true;
+	}
+	return pending;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void *refiller_main(void *arg)
+{
+	(void)arg;
+	/* This thread never allocates for itself; if anything it calls did,
+	 * it would get no cache (DEAD), straight to jemalloc. */
+	_sm_thread.state = SM_THREAD_DEAD;
+	prctl(PR_SET_NAME, "sigmalloc-refill", 0, 0, 0); /* this thread's comm */
+	pthread_mutex_lock(&work_lock);
+	refiller_tc = _sm_backend_tcache_create();
+	pthread_mutex_unlock(&work_lock);
+	uint64_t last_tick_ms = now_ms();
+	bool ticking = true;
+	for (;;) {
+		pthread_mutex_lock(&work_lock);
+		serve_requests();
+		if (atomic_load_explicit(&_sm_deferred_head, memory_order_relaxed))
+			_sm_deferred_drain(refiller_tc);
+		uint64_t ms = now_ms();
+		if (ms - last_tick_ms >= SM_TICK_MS) {
+			last_tick_ms = ms;
+			uint64_t tick = atomic_fetch_add_explicit(&_sm_tick, 1, memory_order_relaxed) + 1;
+			ticking = idle_scan(tick);
+		}
+		pthread_mutex_unlock(&work_lock);
+
+		atomic_store_explicit(&sleeping, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&requests, memory_order_seq_cst) ||
+		    atomic_load_explicit(&_sm_deferred_head, memory_order_relaxed)) {
+			atomic_store_explicit(&sleeping, 0, memory_order_relaxed);
+			continue;
+		}
+		/* Waiting with a timeout only while some cache may go idle; a
+		 * quiet process is not woken ten times a second for nothing. */
+		struct timespec timeout = { 0, (long)SM_TICK_MS * 1000000L };
+		syscall(SYS_futex, &sleeping, FUTEX_WAIT_PRIVATE, 1, ticking ? &timeout : NULL,
+		        NULL, 0);
+		atomic_store_explicit(&sleeping, 0, memory_order_relaxed);
+		ticking = true;
+	}
+	return NULL;
+}
+
+/* Called at the top of an owner slow path (depth 1, no list touched yet). */
+void _sm_refiller_start_slow(void)
+{
+	uint32_t expected = REFILLER_IDLE;
+	if (!atomic_compare_exchange_strong(&refiller_state, &expected, REFILLER_STARTING))
+		return;
+	struct sm_thread *t = &_sm_thread;
+	/* pthread_create allocates (its TLS and DTV): let it, at depth 0. */
+	sm_signal_fence();
+	t->depth = 0;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited by the new thread */
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	pthread_t tid;
+	int rc = pthread_create(&tid, &attr, refiller_main, NULL);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	t->depth = 1;
+	sm_signal_fence();
+	atomic_store(&refiller_state, rc == 0 ? REFILLER_RUNNING : REFILLER_FAILED);
+	if (rc != 0)
+		_sm_message("sigmalloc: cannot start the refill thread (error %d); "
+		            "caches refill synchronously\n", rc);
+}
+
+bool _sm_refiller_wanted(void)
+{
+	return atomic_load_explicit(&refiller_wanted, memory_order_relaxed) &&
+	       atomic_load_explicit(&refiller_state, memory_order_relaxed) == REFILLER_IDLE;
+}
+
+bool _sm_refiller_adopt(struct sm_cache *c)
+{
+	if (!_sm_refiller_running())
+		return false;
+	atomic_store_explicit(&c->state, SM_CACHE_DEAD, memory_order_seq_cst);
+	queue_cache(c);
+	return true;
+}
+
+void _sm_refiller_fork_prepare(void)
+{
+	pthread_mutex_lock(&work_lock);
+}
+
+void _sm_refiller_fork_parent(void)
+{
+	pthread_mutex_unlock(&work_lock);
+}
+
+/* The child: no refill thread, and no request list (other threads may have
+ * been half way through a push). The forking thread's own requests are
+ * dropped; its low marks re-arm on its next refill. */
+void _sm_refiller_fork_child(struct sm_cache *mine)
+{
+	pthread_mutex_init(&work_lock, NULL);
+	atomic_store(&requests, NULL);
+	atomic_store(&sleeping, 0);
+	atomic_store(&refiller_wanted, 0);
+	atomic_store(&refiller_state, REFILLER_IDLE);
+	if (mine) {
+		atomic_store(&mine->queued, 0);
+		atomic_store(&mine->refill_want, 0);
+		atomic_store(&mine->trim_want, 0);
+		/* A trimmed batch waiting for the thread goes back to the owner. */
+		for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+			struct sm_bucket_shared *sh = &mine->shared[cls];
+			struct sm_node *chain = list_take_all(&sh->outbox);
+			if (chain) {
+				uint32_t n;
+				struct sm_node *last = chain_last(chain, &n);
+				atomic_fetch_sub(&sh->outbox_count, (int32_t)n);
+				atomic_fetch_add(&sh->extra_count, (int32_t)n);
+				list_push_chain(&sh->extra, chain, last);
+			}
+		}
+	}
+}

@@ -1,0 +1,311 @@
+/*
+ * The refill thread and the thread lifecycle (issue 3), against the static
+ * core and its statistics:
+ *   - a thread allocating at a steady moderate rate is served from its
+ *     cache (>= 99%) and rarely refills synchronously (< 1%);
+ *   - the refill thread exists, is named, and blocks every blockable signal;
+ *   - it restocks a nested reserve that a signal handler drained;
+ *   - 3000 short-lived threads handing blocks to each other leak nothing:
+ *     exited threads' cached bytes return to zero, resident size stays flat.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sigmalloc.h"
+#include "testhelper.h"
+#include "types.h"
+
+extern __thread struct sm_thread _sm_thread;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static uint32_t xorshift(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+static long rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long pages = 0, resident = 0;
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void sum_stats(uint64_t *hits, uint64_t *misses, uint64_t *async_refills)
+{
+	struct sm_stats st;
+	sm_stats(&st);
+	*hits = *misses = *async_refills = 0;
+	for (int i = 0; i < SM_STATS_CLASSES; i++) {
+		*hits += st.classes[i].cache_allocs;
+		*misses += st.classes[i].sync_misses;
+		*async_refills += st.classes[i].async_refills;
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Steady moderate rate: one allocation per microsecond over a working set
+ * of 2048 blocks that moves: each step frees a random old block and
+ * allocates a new one, and the sizes drift (every 20 ms the allocations
+ * move to another window of three classes), so the new classes keep
+ * draining their buckets and the old ones keep filling theirs: without a
+ * refill thread, every 48th allocation of the new classes would go to
+ * jemalloc.
+ * ---------------------------------------------------------------------- */
+static const size_t drift_sizes[] = { 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256 };
+static size_t drift_size(uint64_t t_ns, uint32_t *seed)
+{
+	uint64_t phase = t_ns / 20000000u;
+	size_t base = (size_t)(phase % 10);
+	return drift_sizes[base + xorshift(seed) % 3];
+}
+#define WORKING_SET 2048
+struct rate_result {
+	uint64_t allocs_measured;
+	uint64_t hits, misses, async_refills;
+};
+
+static void *steady_worker(void *arg)
+{
+	struct rate_result *r = arg;
+	static void *ws[WORKING_SET];
+	uint32_t seed = 12345;
+	for (int i = 0; i < WORKING_SET; i++)
+		ws[i] = sm_malloc(16 + xorshift(&seed) % 250);
+	const uint64_t warmup_ns = 300000000u, run_ns = 1500000000u;
+	uint64_t start = now_ns(), next = start;
+	bool measuring = false;
+	uint64_t h0 = 0, m0 = 0, a0 = 0, allocs = 0;
+	for (uint64_t step = 0;; step++) {
+		uint64_t t = now_ns();
+		if (!measuring && t - start >= warmup_ns) {
+			measuring = true;
+			sum_stats(&h0, &m0, &a0);
+			allocs = 0;
+		}
+		if (t - start >= warmup_ns + run_ns)
+			break;
+		while (now_ns() < next)
+			; /* pace: one allocation per microsecond */
+		next += 1000;
+		uint32_t k = xorshift(&seed) % WORKING_SET;
+		sm_free(ws[k]);
+		ws[k] = sm_malloc(drift_size(t - start, &seed));
+		allocs++;
+		(void)step;
+	}
+	uint64_t h1, m1, a1;
+	sum_stats(&h1, &m1, &a1);
+	r->allocs_measured = allocs;
+	r->hits = h1 - h0;
+	r->misses = m1 - m0;
+	r->async_refills = a1 - a0;
+	for (int i = 0; i < WORKING_SET; i++)
+		sm_free(ws[i]);
+	return NULL;
+}
+
+static void test_steady_rate(void)
+{
+	BANNER("steady moderate rate");
+	/* The main thread has a cache too: the worker is the second thread,
+	 * which is the need that starts the refill thread. */
+	sm_free(sm_malloc(1));
+	struct rate_result r = { 0 };
+	pthread_t t;
+	pthread_create(&t, NULL, steady_worker, &r);
+	pthread_join(t, NULL);
+	double served = r.allocs_measured ? (double)r.hits / (double)r.allocs_measured : 0;
+	double missed = r.allocs_measured ? (double)r.misses / (double)r.allocs_measured : 1;
+	fprintf(stderr,
+	        "steady rate: %llu allocations measured, %.3f%% from the cache, %.3f%% "
+	        "synchronous misses, %llu asynchronous refills\n",
+	        (unsigned long long)r.allocs_measured, served * 100, missed * 100,
+	        (unsigned long long)r.async_refills);
+	CHECK("the thread really ran (>= 500k allocations)", r.allocs_measured >= 500000);
+	CHECK(">= 99% of allocations served from the cache", served >= 0.99);
+	CHECK("< 1% synchronous misses", missed < 0.01);
+	CHECK("the refill thread delivered batches", r.async_refills > 0);
+}
+
+/* ------------------------------------------------------------------------
+ * The thread itself
+ * ---------------------------------------------------------------------- */
+static pid_t find_refill_thread(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	pid_t found = 0;
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[300], comm[64] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (f) {
+			if (!fgets(comm, sizeof comm, f))
+				comm[0] = '\0';
+			fclose(f);
+		}
+		/* "sigmalloc-refill", cut to the kernel's 15 characters of comm */
+		if (strncmp(comm, "sigmalloc-refil", 15) == 0)
+			found = (pid_t)atoi(e->d_name);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+static void test_thread_identity(void)
+{
+	BANNER("refill thread identity");
+	pid_t tid = find_refill_thread();
+	CHECK("a thread named sigmalloc-refill exists", tid > 0);
+	if (tid <= 0)
+		return;
+	char path[64], line[256];
+	unsigned long long blocked = 0;
+	snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+	FILE *f = fopen(path, "r");
+	while (f && fgets(line, sizeof line, f))
+		if (strncmp(line, "SigBlk:", 7) == 0)
+			blocked = strtoull(line + 7, NULL, 16);
+	if (f)
+		fclose(f);
+	/* Not blockable: SIGKILL (9) and SIGSTOP (19); glibc also keeps its own
+	 * SIGCANCEL (32) and SIGSETXID (33) out of any mask. Bit n-1 is signal n. */
+	unsigned long long unblockable = (1ull << 8) | (1ull << 18) | (1ull << 31) | (1ull << 32);
+	fprintf(stderr, "refill thread %d SigBlk %016llx\n", tid, blocked);
+	CHECK("it blocks every blockable signal", (blocked | unblockable) == ~0ull);
+}
+
+static void test_reserve_restock(void)
+{
+	BANNER("nested reserve restocked by the refill thread");
+	void *warm = sm_malloc(3000); /* the class is in use on this thread */
+	sm_free(warm);
+	void *held[4096];
+	int n = 0;
+	_sm_thread.depth++; /* as a signal handler that interrupted malloc */
+	while (n < 4096 && (held[n] = sm_malloc(3000)) != NULL)
+		n++;
+	_sm_thread.depth--;
+	sleep_ms(200); /* no owner slow path meanwhile: only the thread restocks */
+	_sm_thread.depth++;
+	void *again = sm_malloc(3000);
+	_sm_thread.depth--;
+	fprintf(stderr, "nested: %d allocations before the first NULL\n", n);
+	CHECK("after a drain, the refill thread restocked the reserve", again != NULL);
+	_sm_thread.depth++;
+	for (int i = 0; i < n; i++)
+		sm_free(held[i]);
+	sm_free(again);
+	_sm_thread.depth--;
+}
+
+/* ------------------------------------------------------------------------
+ * Thread churn: each thread frees what the previous one left in the
+ * mailbox and leaves blocks of its own for the next.
+ * ---------------------------------------------------------------------- */
+#define MAILBOX 512
+static void *mailbox[MAILBOX];
+
+static void *churn_thread(void *arg)
+{
+	uint32_t seed = (uint32_t)(uintptr_t)arg * 2654435761u + 1;
+	for (int i = 0; i < MAILBOX; i++) {
+		if (mailbox[i]) {
+			if (*(uint32_t *)mailbox[i] != (uint32_t)i * 7919u)
+				abort(); /* corrupted in another thread's hands */
+			sm_free(mailbox[i]);
+		}
+		size_t size = 16 + xorshift(&seed) % 2000;
+		mailbox[i] = sm_malloc(size);
+		*(uint32_t *)mailbox[i] = (uint32_t)i * 7919u;
+	}
+	void *scratch[256];
+	for (int i = 0; i < 256; i++)
+		scratch[i] = sm_malloc(16 + xorshift(&seed) % 4000);
+	for (int i = 0; i < 256; i++)
+		sm_free(scratch[i]);
+	return NULL;
+}
+
+static void test_thread_churn(void)
+{
+	BANNER("3000 short-lived threads");
+	long rss_300 = 0;
+	for (int i = 0; i < 3000; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, churn_thread, (void *)(uintptr_t)i) != 0) {
+			CHECK("pthread_create", false);
+			return;
+		}
+		pthread_join(t, NULL);
+		if (getenv("CHURN_TRACE") && i % 300 == 299)
+			fprintf(stderr, "  %d threads: %ld KiB\n", i + 1, rss_kib());
+		if (i == 299) {
+			sleep_ms(300);
+			rss_300 = rss_kib();
+		}
+	}
+	struct sm_stats st;
+	uint64_t unowned = 0;
+	for (int waited = 0; waited < 5000; waited += 100) {
+		sm_stats(&st);
+		unowned = st.unowned_cached_bytes;
+		if (unowned == 0)
+			break;
+		sleep_ms(100);
+	}
+	long rss_end = rss_kib();
+	fprintf(stderr,
+	        "churn: resident %ld KiB after 300 threads, %ld KiB after 3000; %llu caches; "
+	        "%llu B cached by exited threads\n",
+	        rss_300, rss_end, (unsigned long long)(st.threads_live + st.threads_cached),
+	        (unsigned long long)unowned);
+	CHECK("cached bytes of exited threads return to zero within 5 s", unowned == 0);
+	CHECK("resident size at the end within 10% of that after 300 threads",
+	      rss_end <= rss_300 + rss_300 / 10);
+	CHECK("caches are reused (fewer than 100 for 3000 threads)",
+	      st.threads_live + st.threads_cached < 100);
+	for (int i = 0; i < MAILBOX; i++)
+		sm_free(mailbox[i]);
+}
+
+int main(void)
+{
+	test_steady_rate();
+	test_thread_identity();
+	test_reserve_restock();
+	test_thread_churn();
+	return print_test_summary();
+}
