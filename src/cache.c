@@ -73,6 +73,7 @@ static bool init_once(void)
 	/* After jemalloc's own registration (its init ran inside
 	 * _sm_backend_init), so that our prepare runs first. */
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	_sm_global_reserve_init();
 	if (_sm_options.refill_thread == 1)
 		_sm_refiller_want();
 	return true;
@@ -110,14 +111,25 @@ static void cache_set_marks(struct sm_cache *c)
 	}
 }
 
-/* Takes a FREE cache from the registry, or maps a new one. */
+/* Takes a FREE cache from the registry; else claims a DEAD one with its
+ * contents (what an exited thread cached serves the new one, and no
+ * jemalloc call is made at all: thread churn costs no flush); else maps a
+ * new one. Claiming is a CAS against the refill thread's DEAD -> FLUSHING. */
 static struct sm_cache *cache_acquire(void)
 {
-	struct sm_cache *c;
+	struct sm_cache *c, *dead = NULL;
 	pthread_mutex_lock(&registry_lock);
 	for (c = _sm_registry_first(); c; c = c->next_all) {
-		if (atomic_load_explicit(&c->state, memory_order_relaxed) == SM_CACHE_FREE)
+		uint32_t state = atomic_load_explicit(&c->state, memory_order_relaxed);
+		if (state == SM_CACHE_FREE)
 			break;
+		if (state == SM_CACHE_DEAD && !dead)
+			dead = c;
+	}
+	if (!c && dead) {
+		uint32_t expected = SM_CACHE_DEAD;
+		if (atomic_compare_exchange_strong(&dead->state, &expected, SM_CACHE_LIVE))
+			c = dead;
 	}
 	if (!c) {
 		void *m = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE,
@@ -130,7 +142,7 @@ static struct sm_cache *cache_acquire(void)
 		}
 	}
 	if (c) {
-		atomic_store_explicit(&c->state, SM_CACHE_LIVE, memory_order_relaxed);
+		atomic_store_explicit(&c->state, SM_CACHE_LIVE, memory_order_seq_cst);
 		c->large_arena = _sm_backend_large_arena(large_arena_seq++);
 		if (c->tcache == SM_TCACHE_NONE) /* a new cache, or one forgotten by fork */
 			c->tcache = _sm_backend_tcache_create();

@@ -117,6 +117,11 @@ void _sm_trim_thread(void) sm_hidden;
 void _sm_deferred_drain(int tc) sm_hidden;
 void _sm_reserve_restock(struct sm_cache *c, bool owner, int tc) sm_hidden;
 extern _Atomic(struct sm_node *) _sm_deferred_head sm_hidden;
+void _sm_global_reserve_init(void) sm_hidden;
+void _sm_global_reserve_restock(int tc) sm_hidden;
+bool _sm_global_reserve_wanted(void) sm_hidden;
+void _sm_global_reserve_stats(uint32_t cls, uint64_t *allocs, uint64_t *nulls,
+                              int32_t *held) sm_hidden;
 void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep) sm_hidden;
 /* Splices a chain first..last of n objects onto a private bucket. */
 void _sm_bucket_splice(struct sm_bucket *b, uint32_t cls, struct sm_node *first,
@@ -131,6 +136,7 @@ void _sm_refiller_start_slow(void) sm_hidden sm_noinline sm_cold;
 /* Sets bit cls in *mask (a mask of cache c) and queues c; any context. */
 void _sm_refiller_request(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls) sm_hidden;
 bool _sm_refiller_adopt(struct sm_cache *c) sm_hidden;
+void _sm_refiller_kick(void) sm_hidden; /* wakes the thread if it sleeps; any context */
 void _sm_refiller_fork_prepare(void) sm_hidden;
 void _sm_refiller_fork_parent(void) sm_hidden;
 void _sm_refiller_fork_child(struct sm_cache *mine) sm_hidden;

@@ -186,6 +186,8 @@ static inline void housekeeping(struct sm_cache *c)
 		_sm_deferred_drain(c->tcache);
 	if (sm_unlikely(atomic_load_explicit(&c->reserve_want, memory_order_relaxed) != 0))
 		_sm_reserve_restock(c, true, c->tcache);
+	if (sm_unlikely(_sm_global_reserve_wanted()))
+		_sm_global_reserve_restock(c->tcache);
 	uint64_t now = atomic_load_explicit(&_sm_tick, memory_order_relaxed);
 	uint64_t last = atomic_load_explicit(&c->last_tick, memory_order_relaxed);
 	if (sm_unlikely(now != last)) {
@@ -446,32 +448,108 @@ static struct sm_node *list_take_one(_Atomic(struct sm_node *) *list, _Atomic in
 	return first;
 }
 
+/* The process-wide nested reserve, after the thread's own lists: for the
+ * handlers of a thread whose first malloc is the call they interrupted (it
+ * has no cache yet), or of one that never used the class. Stocked at
+ * initialisation (4 objects per class by default, about 105 KiB of
+ * objects), restocked by owner slow paths and the refill thread. Several
+ * threads may take from it at once: exchange-all is still ABA-free, and a
+ * taker that finds it momentarily empty (another holds it) tries the next
+ * class. */
+static struct {
+	_Atomic(struct sm_node *) list;
+	_Atomic int32_t count;
+	_Atomic uint64_t nested_allocs, nested_nulls; /* of threads without a cache */
+} global_reserve[SM_NUM_CLASSES];
+static _Atomic uint32_t global_want; //! bit per class whose global reserve ran low
+
+static struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t align)
+{
+	uint32_t top = cls + SM_NESTED_CLIMB;
+	if (top >= SM_NUM_CLASSES)
+		top = SM_NUM_CLASSES - 1;
+	if (c != cache_empty())
+		for (uint32_t k = cls; k <= top; k++) {
+			if (align > 16 && _sm_class_size[k] % align != 0)
+				continue;
+			struct sm_bucket_shared *sh = &c->shared[k];
+			struct sm_node *node = list_take_one(&sh->extra, &sh->extra_count);
+			if (node)
+				return node;
+			node = list_take_one(&sh->reserve, &sh->reserve_count);
+			if (node) { /* restock: the refill thread, or the owner */
+				_sm_refiller_request(c, &c->reserve_want, k);
+				return node;
+			}
+		}
+	for (uint32_t k = cls; k <= top; k++) {
+		if (align > 16 && _sm_class_size[k] % align != 0)
+			continue;
+		struct sm_node *node = list_take_one(&global_reserve[k].list, &global_reserve[k].count);
+		if (node) {
+			atomic_fetch_or_explicit(&global_want, 1u << k, memory_order_relaxed);
+			_sm_refiller_kick();
+			return node;
+		}
+	}
+	return NULL;
+}
+
+void _sm_global_reserve_restock(int tc)
+{
+	uint32_t want = atomic_exchange_explicit(&global_want, 0, memory_order_relaxed);
+	while (want) {
+		uint32_t cls = (uint32_t)__builtin_ctz(want);
+		want &= want - 1;
+		int32_t have = atomic_load_explicit(&global_reserve[cls].count, memory_order_relaxed);
+		if (have < 0)
+			have = 0;
+		if ((uint32_t)have >= _sm_options.reserve)
+			continue;
+		struct sm_node *first, *last;
+		uint32_t got = _sm_backend_alloc_batch(cls, _sm_options.reserve - (uint32_t)have,
+		                                       &first, &last, tc);
+		if (!got)
+			continue;
+		atomic_fetch_add_explicit(&global_reserve[cls].count, (int32_t)got,
+		                          memory_order_relaxed);
+		list_push_chain(&global_reserve[cls].list, first, last);
+	}
+}
+
+void _sm_global_reserve_init(void)
+{
+	atomic_store_explicit(&global_want, (1u << SM_NUM_CLASSES) - 1, memory_order_relaxed);
+	_sm_global_reserve_restock(SM_TCACHE_NONE);
+}
+
+bool _sm_global_reserve_wanted(void)
+{
+	return atomic_load_explicit(&global_want, memory_order_relaxed) != 0;
+}
+
+void _sm_global_reserve_stats(uint32_t cls, uint64_t *allocs, uint64_t *nulls, int32_t *held)
+{
+	*allocs = atomic_load_explicit(&global_reserve[cls].nested_allocs, memory_order_relaxed);
+	*nulls = atomic_load_explicit(&global_reserve[cls].nested_nulls, memory_order_relaxed);
+	*held = atomic_load_explicit(&global_reserve[cls].count, memory_order_relaxed);
+}
+
 void *_sm_nested_alloc(uint32_t cls, size_t align)
 {
 	struct sm_thread *t = &_sm_thread;
 	struct sm_cache *c = t->cache;
-	struct sm_node *node = NULL;
-	if (c != cache_empty()) {
-		uint32_t top = cls + SM_NESTED_CLIMB;
-		if (top >= SM_NUM_CLASSES)
-			top = SM_NUM_CLASSES - 1;
-		for (uint32_t k = cls; k <= top && !node; k++) {
-			if (align > 16 && _sm_class_size[k] % align != 0)
-				continue;
-			struct sm_bucket_shared *sh = &c->shared[k];
-			node = list_take_one(&sh->extra, &sh->extra_count);
-			if (!node) {
-				node = list_take_one(&sh->reserve, &sh->reserve_count);
-				if (node) /* restock: the refill thread, or the owner */
-					_sm_refiller_request(c, &c->reserve_want, k);
-			}
+	struct sm_node *node = nested_take(c, cls, align);
+	if (sm_config_stats) {
+		_Atomic uint64_t *allocs = &global_reserve[cls].nested_allocs;
+		_Atomic uint64_t *nulls = &global_reserve[cls].nested_nulls;
+		if (c != cache_empty()) {
+			allocs = &c->shared[cls].nested_allocs;
+			nulls = &c->shared[cls].nested_nulls;
 		}
-		if (sm_config_stats) {
-			struct sm_bucket_shared *sh = &c->shared[cls];
-			atomic_fetch_add_explicit(&sh->nested_allocs, 1, memory_order_relaxed);
-			if (!node)
-				atomic_fetch_add_explicit(&sh->nested_nulls, 1, memory_order_relaxed);
-		}
+		atomic_fetch_add_explicit(allocs, 1, memory_order_relaxed);
+		if (!node)
+			atomic_fetch_add_explicit(nulls, 1, memory_order_relaxed);
 	}
 	sm_signal_fence();
 	t->depth--;

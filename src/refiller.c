@@ -94,17 +94,22 @@ static void futex_wake(_Atomic uint32_t *word)
 	errno = saved;
 }
 
+void _sm_refiller_kick(void)
+{
+	/* seq_cst pairs with the thread's store to `sleeping` before its last
+	 * look for work: either it sees our work or we see it asleep. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&sleeping, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&sleeping, 0, memory_order_relaxed))
+		futex_wake(&sleeping);
+}
+
 /* Queues c on the request list (once) and wakes the thread if it sleeps. */
 static void queue_cache(struct sm_cache *c)
 {
 	if (atomic_exchange_explicit(&c->queued, 1, memory_order_seq_cst) == 0)
 		list_push(&requests, &c->request_link);
-	/* seq_cst pairs with the thread's store to `sleeping` before its last
-	 * look at the list: either it sees our push or we see it asleep. */
-	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&sleeping, memory_order_relaxed) &&
-	    atomic_exchange_explicit(&sleeping, 0, memory_order_relaxed))
-		futex_wake(&sleeping);
+	_sm_refiller_kick();
 }
 
 void _sm_refiller_request(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls)
@@ -190,9 +195,11 @@ static void serve_cache(struct sm_cache *c)
 	/* seq_cst with adopt(): either it sees queued == 0 and queues the
 	 * cache again, or this load sees DEAD. */
 	atomic_store_explicit(&c->queued, 0, memory_order_seq_cst);
-	if (atomic_load_explicit(&c->state, memory_order_seq_cst) == SM_CACHE_DEAD) {
-		/* Its owner has exited the allocator for good: all of it is ours,
-		 * including the objects its explicit jemalloc tcache holds. */
+	uint32_t dead = SM_CACHE_DEAD;
+	if (atomic_compare_exchange_strong(&c->state, &dead, SM_CACHE_FLUSHING)) {
+		/* Its owner has exited the allocator for good, and no new thread
+		 * claimed it: all of it is ours, including the objects its
+		 * explicit jemalloc tcache holds. */
 		_sm_cache_flush(c, refiller_tc);
 		_sm_backend_tcache_flush(c->tcache);
 		atomic_store_explicit(&c->refill_want, 0, memory_order_relaxed);
@@ -263,6 +270,8 @@ static void *refiller_main(void *arg)
 		serve_requests();
 		if (atomic_load_explicit(&_sm_deferred_head, memory_order_relaxed))
 			_sm_deferred_drain(refiller_tc);
+		if (_sm_global_reserve_wanted())
+			_sm_global_reserve_restock(refiller_tc);
 		uint64_t ms = now_ms();
 		if (ms - last_tick_ms >= SM_TICK_MS) {
 			last_tick_ms = ms;
@@ -273,7 +282,8 @@ static void *refiller_main(void *arg)
 
 		atomic_store_explicit(&sleeping, 1, memory_order_seq_cst);
 		if (atomic_load_explicit(&requests, memory_order_seq_cst) ||
-		    atomic_load_explicit(&_sm_deferred_head, memory_order_relaxed)) {
+		    atomic_load_explicit(&_sm_deferred_head, memory_order_relaxed) ||
+		    _sm_global_reserve_wanted()) {
 			atomic_store_explicit(&sleeping, 0, memory_order_relaxed);
 			continue;
 		}

@@ -61,6 +61,13 @@ void sm_stats(struct sm_stats *out)
 	}
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_class_stats *o = &out->classes[cls];
+		uint64_t allocs, nulls;
+		int32_t held;
+		_sm_global_reserve_stats(cls, &allocs, &nulls, &held);
+		o->nested_allocs += allocs;
+		o->nested_nulls += nulls;
+		if (held > 0)
+			o->cached_objects += (uint64_t)held;
 		o->cached_bytes = o->cached_objects * o->size;
 		out->cached_bytes += o->cached_bytes;
 	}

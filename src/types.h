@@ -115,7 +115,9 @@ struct sm_bucket_shared {
 enum sm_cache_state {
 	SM_CACHE_FREE = 0,  /* in the registry, no owner, may be reused */
 	SM_CACHE_LIVE = 1,  /* owned by a running thread */
-	SM_CACHE_DEAD = 2,  /* owner exited; waits for the refill thread */
+	SM_CACHE_DEAD = 2,  /* owner exited; a new thread may claim it as it is,
+	                       else the refill thread flushes it */
+	SM_CACHE_FLUSHING = 3, /* the refill thread is returning its contents */
 };
 
 /* A thread cache. Allocated with mmap, never unmapped: a cache whose owner
