@@ -33,6 +33,7 @@
  * jemalloc's own mallocx() directly could; docs/SIGNAL-SAFETY.md).
  */
 #include <jemalloc/jemalloc.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -51,8 +52,15 @@ struct range {
 
 static struct range class_range[SM_NUM_CLASSES];
 static struct range large_range;
-static unsigned class_arena[SM_NUM_CLASSES];
-static unsigned large_arena[SM_LARGE_ARENAS];
+/* Arenas are created on first use of their class (0: not yet; jemalloc's
+ * arena 0 is never one of ours). Each arena makes every fork() slower
+ * (jemalloc's prefork and postfork handlers lock and unlock every mutex of
+ * every arena, which after fork are copy-on-write faults: about 1.6 ms per
+ * arena on this kind of VM, docs/MEMORY.md), so a program that uses few
+ * classes pays for few. Created under arena_lock, read without it. */
+static _Atomic unsigned class_arena[SM_NUM_CLASSES];
+static _Atomic unsigned large_arena[SM_LARGE_ARENAS];
+static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *range_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
                          bool *zero, bool *commit, unsigned arena_ind)
@@ -157,14 +165,61 @@ static const extent_hooks_t range_hooks = {
 	.merge = range_merge,
 };
 
-static bool range_arena_create(struct range *r, uintptr_t start, uintptr_t end, unsigned *ind)
+static void range_init(struct range *r, uintptr_t start, uintptr_t end)
 {
 	r->hooks = range_hooks;
 	atomic_store_explicit(&r->next, start, memory_order_relaxed);
 	r->end = end;
-	extent_hooks_t *hooks = &r->hooks;
-	size_t len = sizeof *ind;
-	return mallctl("arenas.create", ind, &len, &hooks, sizeof hooks) == 0;
+}
+
+/* The arena in *slot, created over range r if it does not exist yet. */
+static sm_noinline unsigned arena_create(_Atomic unsigned *slot, struct range *r)
+{
+	pthread_mutex_lock(&arena_lock);
+	unsigned ind = atomic_load_explicit(slot, memory_order_relaxed);
+	if (!ind) {
+		extent_hooks_t *hooks = &r->hooks;
+		size_t len = sizeof ind;
+		if (mallctl("arenas.create", &ind, &len, &hooks, sizeof hooks) != 0) {
+			_sm_message("sigmalloc: jemalloc arenas.create failed\n");
+			ind = 0;
+		}
+		atomic_store_explicit(slot, ind, memory_order_release);
+	}
+	pthread_mutex_unlock(&arena_lock);
+	return ind;
+}
+
+static inline unsigned class_arena_get(uint32_t cls)
+{
+	unsigned ind = atomic_load_explicit(&class_arena[cls], memory_order_acquire);
+	if (sm_likely(ind))
+		return ind;
+	ind = arena_create(&class_arena[cls], &class_range[cls]);
+	if (ind) /* a new class: its handlers get a process-wide reserve */
+		_sm_global_reserve_want(cls);
+	return ind;
+}
+
+static inline unsigned large_arena_get(uint32_t which)
+{
+	unsigned ind = atomic_load_explicit(&large_arena[which], memory_order_acquire);
+	return sm_likely(ind) ? ind : arena_create(&large_arena[which], &large_range);
+}
+
+void _sm_backend_fork_prepare(void)
+{
+	pthread_mutex_lock(&arena_lock);
+}
+
+void _sm_backend_fork_parent(void)
+{
+	pthread_mutex_unlock(&arena_lock);
+}
+
+void _sm_backend_fork_child(void)
+{
+	pthread_mutex_init(&arena_lock, NULL);
 }
 
 /* Reserves the whole layout, as large as the system allows: the large part
@@ -200,23 +255,15 @@ bool _sm_backend_init(void)
 	}
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		uintptr_t start = base + (uintptr_t)cls * SM_SLOT_SIZE;
-		if (!range_arena_create(&class_range[cls], start, start + SM_SLOT_SIZE,
-		                        &class_arena[cls])) {
-			_sm_message("sigmalloc: jemalloc arenas.create failed\n");
-			return false;
-		}
+		range_init(&class_range[cls], start, start + SM_SLOT_SIZE);
 	}
 	uintptr_t large_start = base + (uintptr_t)SM_LARGE_FIRST_SLOT * SM_SLOT_SIZE;
 	uintptr_t large_end = large_start + (uintptr_t)large_slots * SM_SLOT_SIZE;
 	/* All large arenas share one range: the same hooks, one bump pointer. */
-	if (!range_arena_create(&large_range, large_start, large_end, &large_arena[0]))
+	range_init(&large_range, large_start, large_end);
+	/* jemalloc answers at all? (this also initialises it) */
+	if (!large_arena_get(0))
 		return false;
-	for (uint32_t i = 1; i < SM_LARGE_ARENAS; i++) {
-		extent_hooks_t *hooks = &large_range.hooks;
-		size_t len = sizeof large_arena[i];
-		if (mallctl("arenas.create", &large_arena[i], &len, &hooks, sizeof hooks) != 0)
-			return false;
-	}
 	_sm_large_slots = large_slots;
 	/* Published last: from here on, free() classifies by address. */
 	__atomic_store_n(&_sm_base, base, __ATOMIC_RELEASE);
@@ -225,7 +272,7 @@ bool _sm_backend_init(void)
 
 uint32_t _sm_backend_large_arena(uint32_t seq)
 {
-	return large_arena[seq % SM_LARGE_ARENAS];
+	return seq % SM_LARGE_ARENAS;
 }
 
 /* Explicit tcaches (tcache.create), one per thread cache and one for the
@@ -265,9 +312,12 @@ uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **firs
                                  struct sm_node **last, int tc)
 {
 	const size_t size = _sm_class_size[cls];
-	const int flags = MALLOCX_ARENA(class_arena[cls]) | tcache_flag(tc);
+	unsigned arena = class_arena_get(cls);
+	const int flags = MALLOCX_ARENA(arena) | tcache_flag(tc);
 	struct sm_node *head = NULL, *tail = NULL;
 	uint32_t got = 0;
+	if (sm_unlikely(!arena))
+		n = 0;
 	for (; got < n; got++) {
 		struct sm_node *node = mallocx(size, flags);
 		if (sm_unlikely(!node))
@@ -303,7 +353,10 @@ void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t are
 	/* jemalloc's limit is PTRDIFF_MAX; say so before its arithmetic does. */
 	if (size > PTRDIFF_MAX || align > ((size_t)1 << 40))
 		return NULL;
-	int flags = MALLOCX_ARENA(arena) | tcache_flag(tc);
+	unsigned ind = large_arena_get(arena);
+	if (!ind)
+		return NULL;
+	int flags = MALLOCX_ARENA(ind) | tcache_flag(tc);
 	if (align > 16)
 		flags |= MALLOCX_ALIGN(align);
 	if (zero)
@@ -328,7 +381,10 @@ void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)
 {
 	if (size > PTRDIFF_MAX)
 		return NULL;
-	void *q = rallocx(p, size, MALLOCX_ARENA(arena) | tcache_flag(tc));
+	unsigned ind = large_arena_get(arena);
+	if (!ind)
+		return NULL;
+	void *q = rallocx(p, size, MALLOCX_ARENA(ind) | tcache_flag(tc));
 	if (q && sm_unlikely(!slot_is_large(slot_of(q))))
 		_sm_fatal("sigmalloc: jemalloc returned %p outside the large range\n", q);
 	return q;

@@ -36,6 +36,7 @@
  * the tcaches of those threads.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -73,7 +74,6 @@ static bool init_once(void)
 	/* After jemalloc's own registration (its init ran inside
 	 * _sm_backend_init), so that our prepare runs first. */
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
-	_sm_global_reserve_init();
 	if (_sm_options.refill_thread == 1)
 		_sm_refiller_want();
 	return true;
@@ -152,6 +152,16 @@ static struct sm_cache *cache_acquire(void)
 		if (large_arena_seq > 1)
 			_sm_refiller_want();
 	}
+	if (c && large_arena_seq == 2) {
+		/* The process became multi-threaded: from here on any thread's
+		 * handlers may interrupt its first malloc, before it has a cache or
+		 * has used a class. Stock the process-wide nested reserve of every
+		 * class now, under the lock, so that no other thread finishes its
+		 * set-up before it is full (this creates every class arena:
+		 * docs/MEMORY.md). */
+		_sm_global_reserve_want_all();
+		_sm_global_reserve_restock(c->tcache);
+	}
 	pthread_mutex_unlock(&registry_lock);
 	if (c)
 		cache_set_marks(c);
@@ -161,21 +171,30 @@ static struct sm_cache *cache_acquire(void)
 struct sm_cache *_sm_thread_setup(void)
 {
 	struct sm_thread *t = &_sm_thread;
-	if (t->state == SM_THREAD_DEAD || !_sm_init())
+	if (t->state == SM_THREAD_DEAD)
 		return NULL;
-	struct sm_cache *c = cache_acquire();
-	if (!c)
-		return NULL;
-	t->cache = c;
-	t->state = SM_THREAD_LIVE;
-	/* pthread_setspecific may call calloc (for keys past the first 32).
-	 * Let it, at depth 0: the cache is complete and this slow path has not
-	 * touched any list yet. */
-	sm_signal_fence();
-	t->depth = 0;
-	pthread_setspecific(exit_key, c);
-	t->depth = 1;
-	sm_signal_fence();
+	/* Set-up runs once per thread with its signals held back: a handler
+	 * that would land here (this thread's first malloc, possibly waiting
+	 * for the registry lock while another thread stocks the nested
+	 * reserves) runs right after, when there is a cache and a reserve.
+	 * Two syscalls per thread. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	struct sm_cache *c = _sm_init() ? cache_acquire() : NULL;
+	if (c) {
+		t->cache = c;
+		t->state = SM_THREAD_LIVE;
+		/* pthread_setspecific may call calloc (for keys past the first
+		 * 32). Let it, at depth 0: the cache is complete and this slow
+		 * path has not touched any list yet. */
+		sm_signal_fence();
+		t->depth = 0;
+		pthread_setspecific(exit_key, c);
+		t->depth = 1;
+		sm_signal_fence();
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return c;
 }
 
@@ -246,10 +265,12 @@ static void fork_prepare(void)
 {
 	pthread_mutex_lock(&registry_lock);
 	_sm_refiller_fork_prepare();
+	_sm_backend_fork_prepare();
 }
 
 static void fork_parent(void)
 {
+	_sm_backend_fork_parent();
 	_sm_refiller_fork_parent();
 	pthread_mutex_unlock(&registry_lock);
 }
@@ -268,6 +289,7 @@ static void cache_forget(struct sm_cache *c)
 static void fork_child(void)
 {
 	pthread_mutex_init(&registry_lock, NULL);
+	_sm_backend_fork_child();
 	struct sm_cache *mine = _sm_thread.cache;
 	if (mine == &_sm_cache_empty)
 		mine = NULL;

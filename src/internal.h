@@ -89,6 +89,9 @@ size_t _sm_backend_usable_large(void *p) sm_hidden;
 void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc) sm_hidden;
 void _sm_backend_purge(int tc) sm_hidden;
 uint32_t _sm_backend_large_arena(uint32_t seq) sm_hidden;
+void _sm_backend_fork_prepare(void) sm_hidden;
+void _sm_backend_fork_parent(void) sm_hidden;
+void _sm_backend_fork_child(void) sm_hidden;
 bool _sm_backend_read_u64(const char *name, uint64_t *out) sm_hidden;
 
 // "alloc.c": the fast path and the entry points.
@@ -117,7 +120,8 @@ void _sm_trim_thread(void) sm_hidden;
 void _sm_deferred_drain(int tc) sm_hidden;
 void _sm_reserve_restock(struct sm_cache *c, bool owner, int tc) sm_hidden;
 extern _Atomic(struct sm_node *) _sm_deferred_head sm_hidden;
-void _sm_global_reserve_init(void) sm_hidden;
+void _sm_global_reserve_want(uint32_t cls) sm_hidden;
+void _sm_global_reserve_want_all(void) sm_hidden;
 void _sm_global_reserve_restock(int tc) sm_hidden;
 bool _sm_global_reserve_wanted(void) sm_hidden;
 void _sm_global_reserve_stats(uint32_t cls, uint64_t *allocs, uint64_t *nulls,

@@ -450,9 +450,10 @@ static struct sm_node *list_take_one(_Atomic(struct sm_node *) *list, _Atomic in
 
 /* The process-wide nested reserve, after the thread's own lists: for the
  * handlers of a thread whose first malloc is the call they interrupted (it
- * has no cache yet), or of one that never used the class. Stocked at
- * initialisation (4 objects per class by default, about 105 KiB of
- * objects), restocked by owner slow paths and the refill thread. Several
+ * has no cache yet), or of one that never used the class. Stocked when a
+ * class first comes into use in the process (4 objects per class by
+ * default: at most 105 KiB over all classes), restocked by owner slow paths
+ * and the refill thread. Several
  * threads may take from it at once: exchange-all is still ABA-free, and a
  * taker that finds it momentarily empty (another holds it) tries the next
  * class. */
@@ -492,6 +493,9 @@ static struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t alig
 			return node;
 		}
 	}
+	/* Handlers allocate in this process: every class gets a reserve. */
+	_sm_global_reserve_want_all();
+	_sm_refiller_want();
 	return NULL;
 }
 
@@ -517,10 +521,16 @@ void _sm_global_reserve_restock(int tc)
 	}
 }
 
-void _sm_global_reserve_init(void)
+/* A class came into use (its arena was created): stock its global reserve
+ * on the next owner slow path or refill-thread pass. */
+void _sm_global_reserve_want(uint32_t cls)
 {
-	atomic_store_explicit(&global_want, (1u << SM_NUM_CLASSES) - 1, memory_order_relaxed);
-	_sm_global_reserve_restock(SM_TCACHE_NONE);
+	atomic_fetch_or_explicit(&global_want, 1u << cls, memory_order_relaxed);
+}
+
+void _sm_global_reserve_want_all(void)
+{
+	atomic_fetch_or_explicit(&global_want, (1u << SM_NUM_CLASSES) - 1, memory_order_relaxed);
 }
 
 bool _sm_global_reserve_wanted(void)

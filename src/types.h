@@ -46,7 +46,7 @@
 #define SM_LARGE_FIRST_SLOT 32u
 #define SM_LARGE_SLOTS_MAX 64u      /* 4 TiB for large objects, at most */
 #define SM_LARGE_SLOTS_MIN 1u       /* 64 GiB at least, else init fails */
-#define SM_LARGE_ARENAS 4u
+#define SM_LARGE_ARENAS 2u          /* each arena costs fork() time: docs/MEMORY.md */
 /* Before initialisation every pointer classifies as foreign: base sits at
  * a non-canonical address, so (p - base) >> 36 is at least 2^27 for every
  * user-space p. */
@@ -137,7 +137,7 @@ struct sm_cache {
 	_Atomic uint32_t state;          //! enum sm_cache_state
 	_Atomic uint32_t idle_reclaimed; //! refill thread took its atomic lists while idle
 	_Atomic uint64_t last_tick;      //! owner's last slow path, in refill-thread ticks
-	uint32_t large_arena;            //! jemalloc arena for large objects
+	uint32_t large_arena;            //! which large arena (0 .. SM_LARGE_ARENAS-1)
 	int32_t tcache;                  //! explicit jemalloc tcache of its owner (backend.c)
 	uint32_t used_mask;              //! owner: classes this thread has used
 	struct sm_cache *next_all;       //! registry list; written once, under lock

@@ -31,12 +31,12 @@
  * counts them and fails if there is any (sigmalloc's nested reserve must
  * serve them all).
  *
- * Each worker first mallocs and frees one block of every size up to 4 KiB
- * with the signals still blocked, so that its thread cache and the nested
- * reserve of every class exist before a handler can run (a profiler agent
- * would do the same). SIGMALLOC_TEST_COLD=1 skips that warm-up: handlers that
- * land in a thread's first malloc, or ask for a class the thread has not
- * used yet, then get NULL/ENOMEM by design and the test fails.
+ * Workers start cold: signals are unblocked before a worker's first malloc,
+ * so handlers land in a thread's very first allocation, and ask for
+ * classes the thread has not used yet (sigmalloc's process-wide nested
+ * reserve must serve them). SIGMALLOC_TEST_WARM=1 adds a warm-up instead:
+ * each worker first mallocs and frees one block of every size up to 4 KiB
+ * with its signals still blocked.
  *
  * Duration: argv[1] seconds, else $SIGMALLOC_TEST_SECONDS, else 10. CPU-time
  * timers fire at most once per kernel tick (HZ) per CPU, so the real SIGPROF
@@ -263,7 +263,7 @@ static _Thread_local struct worker *self;
 static atomic_uint null_reports;
 
 static atomic_bool stop_workers;
-static bool cold_start; /* SIGMALLOC_TEST_COLD=1: no warm-up */
+static bool cold_start = true; /* SIGMALLOC_TEST_WARM=1: warm-up first */
 static atomic_bool watchdog_quit;
 static atomic_int workers_ready;
 static atomic_int setup_failed;
@@ -508,11 +508,8 @@ static void *worker_main(void *arg)
 		atomic_store(&setup_failed, 1);
 		return NULL;
 	}
-	/* Warm-up, signals still blocked: set up this thread's cache and use
-	 * every size class up to 4 KiB once, as a profiler agent would before
-	 * arming its handler. Without it a handler that lands in the thread's
-	 * first malloc, or asks for a class the thread has not used yet, finds
-	 * no nested reserve (SIGMALLOC_TEST_COLD=1 skips it to show that). */
+	/* Optional warm-up (SIGMALLOC_TEST_WARM=1), signals still blocked: set
+	 * up this thread's cache and use every size class up to 4 KiB once. */
 	if (!cold_start) {
 		for (size_t n = 8; n <= 4096; n += 8) {
 			void *q = malloc(n);
@@ -767,8 +764,8 @@ int main(int argc, char **argv)
 	else if (env && *env)
 		seconds = parse_seconds(env, "SIGMALLOC_TEST_SECONDS");
 
-	const char *cold = getenv("SIGMALLOC_TEST_COLD");
-	cold_start = cold && *cold && strcmp(cold, "0") != 0;
+	const char *warm = getenv("SIGMALLOC_TEST_WARM");
+	cold_start = !(warm && *warm && strcmp(warm, "0") != 0);
 
 	void (*stats_fn)(struct sm_stats *) = NULL;
 	void *sym = dlsym(RTLD_DEFAULT, "sm_stats");

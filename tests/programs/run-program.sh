@@ -68,13 +68,16 @@ check_python() {
 	have python3 || skip "python3 not installed"
 	python3 -c 'import sqlite3, threading, json, zlib, hashlib' >/dev/null 2>&1 ||
 		skip "python3 has no sqlite3 module"
+	# The interpreter itself, not a wrapper such as a pyenv shim.
+	python=$(python3 -c 'import sys; print(sys.executable)') && [ -x "$python" ] ||
+		python=python3
 }
 run_python() {
 	export PYTHONMALLOC=malloc PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1
 	export PYTHONNOUSERSITE=1
 	unset PYTHONSTARTUP PYTHONPATH PYTHONDEVMODE PYTHONWARNINGS
 	cp "$here/alloc_heavy.py" .
-	python3 -B alloc_heavy.py
+	"$python" -B alloc_heavy.py
 }
 
 check_git() {
@@ -274,6 +277,7 @@ run() { # mode dir
 }
 
 # The library must really be loaded: ld.so only warns when it cannot be.
+# shellcheck disable=SC2002 # the maps of cat itself, run preloaded
 if ! LD_PRELOAD="$lib" cat /proc/self/maps 2>"$res/check.err" | grep -qF "$lib"; then
 	echo "FAIL: $lib is not loaded by LD_PRELOAD"
 	cat "$res/check.err"
