@@ -150,6 +150,7 @@ struct sm_options {
 	uint32_t reserve;      /* nested reserve per used class (SIGMALLOC_RESERVE) */
 	uint32_t cap_bytes;    /* slow-start limit of one bucket (SIGMALLOC_BUCKET_MAX) */
 	uint32_t idle_ms;      /* quiet time before a cache is trimmed (SIGMALLOC_IDLE_MS) */
+	uint32_t decay_ms;     /* jemalloc dirty_decay_ms of our arenas (SIGMALLOC_DECAY_MS) */
 	uint32_t refill_thread; /* 0 off, 1 on, 2 auto (SIGMALLOC_REFILL_THREAD) */
 	bool stats_at_exit;    /* SIGMALLOC_STATS */
 	bool verbose;          /* SIGMALLOC_VERBOSE */
