@@ -1,7 +1,7 @@
 #!/bin/bash
 # The whole test suite: what CI runs (.ci/run).
-#   1. release build: suites unit, preload, signal, programs
-#   2. clang AddressSanitizer + UBSan build of the core: suite unit
+#   1. release build: suites unit, preload, lifecycle, signal, stress, programs
+#   2. clang AddressSanitizer + UBSan build of the core: suites unit, fuzz
 # Prints each build's meson test summary and a final "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,16 +26,16 @@ run_suites() { # build-dir suites...
 	[ "$rc" -eq 0 ] || status=1
 }
 
-echo "== release build: unit, preload, signal, programs"
-run_suites build unit preload signal programs
+echo "== release build: unit, preload, lifecycle, signal, stress, programs"
+run_suites build unit preload lifecycle signal stress programs
 
-echo "== AddressSanitizer + UndefinedBehaviorSanitizer (clang): unit"
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer (clang): unit, fuzz"
 if [ ! -f build-asan/build.ninja ]; then
 	CC=clang CXX=clang++ meson setup build-asan -Dbuildtype=debugoptimized \
 		-Db_sanitize=address,undefined -Db_lundef=false -Dbenches=disabled >/dev/null || exit 1
 fi
 ninja -C build-asan >/dev/null || exit 1
-UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 run_suites build-asan unit
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 run_suites build-asan unit fuzz
 
 echo
 echo "$pass passed, $fail failed"

@@ -318,6 +318,21 @@ static inline int tcache_flag(int tc)
 	return tc == SM_TCACHE_NONE ? MALLOCX_TCACHE_NONE : MALLOCX_TCACHE((unsigned)tc);
 }
 
+/*
+ * jemalloc ignored the arena we named. It does that in one case: its own
+ * per-thread state was torn down (its pthread key destructor ran, on a
+ * thread that is exiting) and it serves every later call of the thread
+ * "reentrantly" from arena 0, whatever the flags say (imalloc_body). The
+ * object goes straight back (a free finds its arena by address), and the
+ * thread is marked so that it stops asking: its allocations come from the
+ * process-wide reserve instead (refill.c, alloc_proxied).
+ */
+static sm_noinline sm_cold void misplaced(void *p)
+{
+	dallocx(p, MALLOCX_TCACHE_NONE);
+	_sm_thread.no_jemalloc = 1;
+}
+
 uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
                                  struct sm_node **last, int tc)
 {
@@ -326,16 +341,16 @@ uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **firs
 	const int flags = MALLOCX_ARENA(arena) | tcache_flag(tc);
 	struct sm_node *head = NULL, *tail = NULL;
 	uint32_t got = 0;
-	if (sm_unlikely(!arena))
+	if (sm_unlikely(!arena || _sm_thread.no_jemalloc))
 		n = 0;
 	for (; got < n; got++) {
 		struct sm_node *node = mallocx(size, flags);
 		if (sm_unlikely(!node))
 			break;
-		if (sm_unlikely(slot_of(node) != cls))
-			_sm_fatal("sigmalloc: jemalloc returned %p outside the range of class %u "
-			          "(was jemalloc's own API called directly?)\n",
-			          (void *)node, cls);
+		if (sm_unlikely(slot_of(node) != cls)) {
+			misplaced(node);
+			break;
+		}
 		node->next = head;
 		head = node;
 		if (!tail)
@@ -364,7 +379,7 @@ void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t are
 	if (size > PTRDIFF_MAX || align > ((size_t)1 << 40))
 		return NULL;
 	unsigned ind = large_arena_get(arena);
-	if (!ind)
+	if (!ind || _sm_thread.no_jemalloc)
 		return NULL;
 	int flags = MALLOCX_ARENA(ind) | tcache_flag(tc);
 	if (align > 16)
@@ -372,8 +387,10 @@ void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t are
 	if (zero)
 		flags |= MALLOCX_ZERO;
 	void *p = mallocx(size, flags);
-	if (p && sm_unlikely(!slot_is_large(slot_of(p))))
-		_sm_fatal("sigmalloc: jemalloc returned %p outside the large range\n", p);
+	if (p && sm_unlikely(!slot_is_large(slot_of(p)))) {
+		misplaced(p);
+		p = NULL;
+	}
 	return p;
 }
 
@@ -394,9 +411,11 @@ void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)
 	unsigned ind = large_arena_get(arena);
 	if (!ind)
 		return NULL;
+	if (_sm_thread.no_jemalloc)
+		return NULL; /* rallocx would move it to arena 0 */
 	void *q = rallocx(p, size, MALLOCX_ARENA(ind) | tcache_flag(tc));
 	if (q && sm_unlikely(!slot_is_large(slot_of(q))))
-		_sm_fatal("sigmalloc: jemalloc returned %p outside the large range\n", q);
+		_sm_fatal("sigmalloc: jemalloc moved %p outside the large range\n", q);
 	return q;
 }
 

@@ -34,6 +34,7 @@
  * class's bit in reserve_want; the owner's next slow path restocks it.
  */
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "lockless.h"
@@ -214,14 +215,44 @@ static inline void maybe_start_refiller(void)
  * to jemalloc, without its tcache once the thread is exiting.
  * ---------------------------------------------------------------------- */
 
+static struct sm_node *global_take(uint32_t cls, size_t align);
+
+/*
+ * A thread on which jemalloc no longer honours our arenas (its thread state
+ * was torn down at exit: backend.c, misplaced) takes from the process-wide
+ * reserve, which the refill thread restocks. This is depth 1, not a signal
+ * handler, so it may wait for the restock: up to about a second, in 50 us
+ * naps, then NULL/ENOMEM. Only allocations late in a thread's exit (later
+ * key destructors, glibc's freeres, their signal handlers) come here.
+ */
+static sm_noinline void *alloc_proxied(uint32_t cls)
+{
+	if (_sm_refiller_wanted() || !_sm_refiller_running()) {
+		_sm_refiller_want();
+		if (_sm_refiller_wanted())
+			_sm_refiller_start_slow();
+	}
+	for (int tries = 0; tries < 20000; tries++) {
+		struct sm_node *node = global_take(cls, 0);
+		if (node)
+			return node;
+		if (!_sm_refiller_running())
+			return NULL;
+		_sm_global_reserve_want(cls);
+		_sm_refiller_kick();
+		struct timespec nap = { 0, 50000 };
+		nanosleep(&nap, NULL);
+	}
+	return NULL;
+}
+
 static void *alloc_uncached(struct sm_thread *t, uint32_t cls)
 {
 	if (_sm_base == SM_BASE_UNSET)
 		return NULL;
 	struct sm_node *first, *last;
-	(void)t;
 	if (!_sm_backend_alloc_batch(cls, 1, &first, &last, SM_TCACHE_NONE))
-		return NULL;
+		return t->no_jemalloc ? alloc_proxied(cls) : NULL;
 	return first;
 }
 
@@ -264,7 +295,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 			struct sm_node *first, *last;
 			uint32_t n = _sm_backend_alloc_batch(cls, b->batch, &first, &last, c->tcache);
 			if (n == 0)
-				return NULL;
+				return t->no_jemalloc ? alloc_proxied(cls) : NULL;
 			_sm_bucket_splice(b, cls, first, last, n);
 			s->sync_misses++;
 			s->objects_refilled += n;
@@ -483,6 +514,22 @@ static struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t alig
 				return node;
 			}
 		}
+	struct sm_node *node = global_take(cls, align);
+	if (node)
+		return node;
+	/* Handlers allocate in this process: every class gets a reserve. */
+	_sm_global_reserve_want_all();
+	_sm_refiller_want();
+	return NULL;
+}
+
+/* One object of class cls (or up to SM_NESTED_CLIMB classes larger) from
+ * the process-wide reserve; any context. */
+static struct sm_node *global_take(uint32_t cls, size_t align)
+{
+	uint32_t top = cls + SM_NESTED_CLIMB;
+	if (top >= SM_NUM_CLASSES)
+		top = SM_NUM_CLASSES - 1;
 	for (uint32_t k = cls; k <= top; k++) {
 		if (align > 16 && _sm_class_size[k] % align != 0)
 			continue;
@@ -493,9 +540,6 @@ static struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t alig
 			return node;
 		}
 	}
-	/* Handlers allocate in this process: every class gets a reserve. */
-	_sm_global_reserve_want_all();
-	_sm_refiller_want();
 	return NULL;
 }
 

@@ -41,7 +41,9 @@
  * ---------------------------------------------------------------------- */
 #define SM_NUM_CLASSES 28
 #define SM_MAX_SMALL 4096u
+#ifndef SM_SLOT_SHIFT /* ThreadSanitizer builds use 32: its shadow leaves no room for 2 TiB */
 #define SM_SLOT_SHIFT 36
+#endif
 #define SM_SLOT_SIZE ((uintptr_t)1 << SM_SLOT_SHIFT)
 #define SM_LARGE_FIRST_SLOT 32u
 #define SM_LARGE_SLOTS_MAX 64u      /* 4 TiB for large objects, at most */
@@ -156,6 +158,7 @@ struct sm_thread {
 	struct sm_cache *cache;  //! never NULL; the sentinel until set up
 	uint32_t depth;          //! nesting depth, see alloc.c
 	uint32_t state;          //! enum sm_thread_state
+	uint32_t no_jemalloc;    //! jemalloc's own thread state is torn down (backend.c)
 };
 
 #endif /* SM_TYPES_H */

@@ -10,12 +10,13 @@
  * allocations from a deterministic PRNG seeded with (t, round), mostly
  * 8 B .. 256 B, retained ones up to 10 KiB, 1% a hundred times larger and
  * 0.1% a thousand times (up to 1 MiB); one in eight is a calloc, one in
- * eight an aligned allocation (posix_memalign, aligned_alloc, memalign,
- * alignment 8 .. 4096); 10% of the steps realloc a live block. Every block
- * is filled with its cookie: word i = (words - i) ^ COOKIE ^ address,
- * checked in full before every free and realloc (realloc also checks that
- * the old contents moved), with calloc zeroing, alignment and
- * malloc_usable_size >= request checked at allocation. 25% of the steps
+ * eight an aligned allocation (posix_memalign, or aligned_alloc with the
+ * size rounded up to the alignment; alignment 8 .. 4096); 10% of the steps
+ * realloc a live block. Every block is filled with its cookie:
+ * word i = (words - i) ^ COOKIE ^ address, checked in full before every
+ * free and realloc (realloc also checks that the old contents moved), with
+ * calloc zeroing, alignment and malloc_usable_size >= request checked at
+ * allocation. 25% of the steps
  * exchange a live block with a random slot of a shared transfer array
  * (atomic exchange), so blocks are freed by threads, and rounds, other than
  * the ones that allocated them; between rounds the main thread frees half of
@@ -204,8 +205,10 @@ static uintptr_t *alloc_items(size_t items, random_t r)
 		if (posix_memalign((void **)&p, align, size) != 0)
 			p = NULL;
 		break;
-	case 3:
+	case 3: /* C11 (and ASan) want the size a multiple of the alignment */
 		align = (size_t)8 << (k >> 8) % 10;
+		size = (size + align - 1) & ~(align - 1);
+		items = size / sizeof(uintptr_t);
 		p = aligned_alloc(align, size);
 		break;
 	default:
