@@ -2,6 +2,7 @@
 # The whole test suite: what CI runs (.ci/run).
 #   1. release build: suites unit, preload, lifecycle, signal, stress, programs
 #   2. clang AddressSanitizer + UBSan build of the core: suites unit, fuzz
+#   3. clang ThreadSanitizer build of the core: suites unit, lifecycle
 # Prints each build's meson test summary and a final "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,16 @@ if [ ! -f build-asan/build.ninja ]; then
 fi
 ninja -C build-asan >/dev/null || exit 1
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 run_suites build-asan unit fuzz
+
+echo "== ThreadSanitizer (clang): unit, lifecycle (the refill thread and cross-thread frees)"
+if [ ! -f build-tsan/build.ninja ]; then
+	CC=clang CXX=clang++ meson setup build-tsan -Dbuildtype=debugoptimized \
+		-Db_sanitize=thread -Db_lundef=false -Dbenches=disabled >/dev/null || exit 1
+fi
+ninja -C build-tsan >/dev/null || exit 1
+# tests/tsan.supp says why each suppression is there.
+TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp:detect_deadlocks=0:halt_on_error=1" \
+	run_suites build-tsan unit lifecycle
 
 echo
 echo "$pass passed, $fail failed"

@@ -120,7 +120,9 @@ static struct sm_cache *cache_acquire(void)
 	struct sm_cache *c, *dead = NULL;
 	pthread_mutex_lock(&registry_lock);
 	for (c = _sm_registry_first(); c; c = c->next_all) {
-		uint32_t state = atomic_load_explicit(&c->state, memory_order_relaxed);
+		/* Acquire: pairs with the release that made it FREE, after the
+		 * flush that emptied it (another thread's writes). */
+		uint32_t state = atomic_load_explicit(&c->state, memory_order_acquire);
 		if (state == SM_CACHE_FREE)
 			break;
 		if (state == SM_CACHE_DEAD && !dead)

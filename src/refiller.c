@@ -132,7 +132,8 @@ static void serve_refills(struct sm_cache *c)
 		uint32_t cls = (uint32_t)__builtin_ctz(want);
 		want &= want - 1;
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		uint32_t batch = c->bucket[cls].batch; /* written once per cache use */
+		uint32_t low, high, batch, cap; /* not the owner's field: its own to write */
+		_sm_class_watermarks(cls, &low, &high, &batch, &cap);
 		if (atomic_load_explicit(&sh->inbox_count, memory_order_relaxed) >= (int32_t)batch)
 			continue; /* the last delivery is still there */
 		struct sm_node *first, *last;

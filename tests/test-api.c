@@ -86,6 +86,16 @@ static void free_aligned_sized_dl(void *p, size_t a, size_t n)
 #ifndef UNDER_ASAN
 #define UNDER_ASAN 0
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
 
 static const size_t class_sizes[] = {
 	16,   32,   48,   64,   80,   96,   112,  128,  160,  192,  224,  256,  320,  384,
@@ -449,8 +459,8 @@ static void test_threads(void)
 static void test_memory(void)
 {
 	BANNER("memory");
-	if (UNDER_ASAN) {
-		fprintf(stderr, "(resident-size check skipped under AddressSanitizer)\n");
+	if (UNDER_ASAN || UNDER_TSAN) {
+		fprintf(stderr, "(resident-size check skipped under a sanitizer: its shadow memory)\n");
 		return;
 	}
 	enum { N = 1000000 };
