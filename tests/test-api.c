@@ -456,6 +456,34 @@ static void test_threads(void)
 #endif
 }
 
+#ifndef SM_TEST_CORE
+/* glibc's introspection calls, answered by sigmalloc's statistics. */
+static void test_introspection(void)
+{
+	BANNER("mallinfo2 / malloc_stats / mallopt");
+	void *keep = malloc(1000);
+	struct mallinfo2 mi = mallinfo2();
+	CHECK("mallinfo2 reports resident and allocated bytes", mi.arena > 0 && mi.uordblks > 0);
+	CHECK("mallopt is accepted", mallopt(M_ARENA_MAX, 2) == 1);
+	free(keep);
+	int fds[2];
+	if (pipe(fds) == 0) {
+		int saved = dup(2);
+		dup2(fds[1], 2);
+		malloc_stats();
+		dup2(saved, 2);
+		close(saved);
+		close(fds[1]);
+		char buf[256] = "";
+		ssize_t n = read(fds[0], buf, sizeof buf - 1);
+		buf[n > 0 ? n : 0] = '\0';
+		close(fds[0]);
+		CHECK("malloc_stats prints sigmalloc's table",
+		      strncmp(buf, "sigmalloc statistics:", 21) == 0);
+	}
+}
+#endif
+
 static void test_memory(void)
 {
 	BANNER("memory");
@@ -649,6 +677,9 @@ int main(void)
 	test_aligned();
 	test_realloc();
 	test_threads();
+#ifndef SM_TEST_CORE
+	test_introspection();
+#endif
 	test_memory();
 	test_bad_free();
 #ifdef SM_TEST_CORE
