@@ -26,18 +26,8 @@
 
 #include "types.h"
 
-/* Push one node. Release: the node's contents are visible to the taker. */
-static inline void list_push(_Atomic(struct sm_node *) *list, struct sm_node *node)
-{
-	struct sm_node *head = atomic_load_explicit(list, memory_order_relaxed);
-	do {
-		node->next = head;
-	} while (!atomic_compare_exchange_weak_explicit(list, &head, node,
-	                                                memory_order_release,
-	                                                memory_order_relaxed));
-}
-
-/* Push a chain first .. last (last->next is overwritten). */
+/* Push a chain first .. last (last->next is overwritten). Release: the
+ * nodes' contents are visible to the taker. */
 static inline void list_push_chain(_Atomic(struct sm_node *) *list, struct sm_node *first,
                                    struct sm_node *last)
 {
@@ -47,6 +37,12 @@ static inline void list_push_chain(_Atomic(struct sm_node *) *list, struct sm_no
 	} while (!atomic_compare_exchange_weak_explicit(list, &head, first,
 	                                                memory_order_release,
 	                                                memory_order_relaxed));
+}
+
+/* Push one node. */
+static inline void list_push(_Atomic(struct sm_node *) *list, struct sm_node *node)
+{
+	list_push_chain(list, node, node);
 }
 
 /* Take the whole list. Acquire: pairs with the pushers' release. The load

@@ -160,24 +160,27 @@ void _sm_write_all(int fd, const char *buf, size_t len)
 	errno = saved;
 }
 
-void _sm_message(const char *fmt, ...)
+static void message_va(const char *fmt, va_list ap)
 {
 	char buf[512];
+	size_t n = format_va(buf, sizeof buf, fmt, ap);
+	_sm_write_all(STDERR_FILENO, buf, n);
+}
+
+void _sm_message(const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	size_t n = format_va(buf, sizeof buf, fmt, ap);
+	message_va(fmt, ap);
 	va_end(ap);
-	_sm_write_all(STDERR_FILENO, buf, n);
 }
 
 void _sm_fatal(const char *fmt, ...)
 {
-	char buf[512];
 	va_list ap;
 	va_start(ap, fmt);
-	size_t n = format_va(buf, sizeof buf, fmt, ap);
+	message_va(fmt, ap);
 	va_end(ap);
-	_sm_write_all(STDERR_FILENO, buf, n);
 	abort(); /* async-signal-safe; raises SIGABRT for a core dump */
 }
 

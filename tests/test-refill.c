@@ -59,18 +59,6 @@ static uint32_t xorshift(uint32_t *s)
 	return *s;
 }
 
-static long rss_kib(void)
-{
-	FILE *f = fopen("/proc/self/statm", "r");
-	long pages = 0, resident = 0;
-	if (f) {
-		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-			resident = 0;
-		fclose(f);
-	}
-	return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void sum_stats(uint64_t *hits, uint64_t *misses, uint64_t *async_refills)
 {
 	struct sm_stats st;
