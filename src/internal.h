@@ -131,6 +131,12 @@ void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep) sm_hidd
 void _sm_bucket_splice(struct sm_bucket *b, uint32_t cls, struct sm_node *first,
                        struct sm_node *last, uint32_t n) sm_hidden;
 
+// "depot.c": whole batches passed between threads.
+bool _sm_depot_put(uint32_t cls, struct sm_node *first, uint32_t n) sm_hidden;
+struct sm_node *_sm_depot_get(uint32_t cls, uint32_t *n) sm_hidden;
+int32_t _sm_depot_held(uint32_t cls) sm_hidden;
+void _sm_depot_release_idle(uint64_t now, uint64_t idle_ticks, int tc) sm_hidden;
+
 // "refiller.c": the background refill thread.
 extern _Atomic uint64_t _sm_tick sm_hidden;
 bool _sm_refiller_running(void) sm_hidden;

@@ -66,4 +66,26 @@ static inline struct sm_node *chain_last(struct sm_node *first, uint32_t *count)
 	return first;
 }
 
+/* Takes one node from an atomic list: take all, keep the first, give the
+ * rest back. Giving back by exchange can meet nodes pushed in between
+ * (by a deeper handler or another thread); those are pushed again. */
+static inline struct sm_node *list_take_one(_Atomic(struct sm_node *) *list,
+                                            _Atomic int32_t *count)
+{
+	struct sm_node *first = list_take_all(list);
+	if (!first)
+		return NULL;
+	struct sm_node *rest = first->next;
+	if (rest) {
+		struct sm_node *raced = atomic_exchange_explicit(list, rest, memory_order_acq_rel);
+		if (raced) {
+			uint32_t n;
+			list_push_chain(list, raced, chain_last(raced, &n));
+		}
+	}
+	atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
+	return first;
+}
+
+
 #endif /* SM_LOCKLESS_H */

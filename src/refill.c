@@ -289,6 +289,19 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		struct sm_bucket_shared *sh = &c->shared[cls];
 		bucket_take_list(b, cls, &sh->extra, &sh->extra_count);
 		bucket_take_list(b, cls, &sh->inbox, &sh->inbox_count);
+		uint32_t got;
+		struct sm_node *batch;
+		if (b->count == 0 && (batch = _sm_depot_get(cls, &got)) != NULL) {
+			/* A batch another thread trimmed: no jemalloc at all. */
+			b->head = batch;
+			b->count = got;
+			if (SM_ASAN)
+				for (struct sm_node *n = batch; n;) {
+					struct sm_node *next = n->next;
+					sm_poison(n, _sm_class_size[cls]);
+					n = next;
+				}
+		}
 		if (b->count == 0) {
 			/* The refill thread is late or absent: a synchronous miss. The
 			 * owner is provably not inside jemalloc (depth was 0). */
@@ -378,18 +391,21 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 		b->high_mark = grown < s->high_cap ? grown : s->high_cap;
 		return;
 	}
+	struct sm_node *first, *last;
+	uint32_t n = bucket_take(b, cls, b->batch, &first, &last);
+	if (_sm_depot_put(cls, first, n))
+		return; /* for the next thread that runs empty */
 	if (_sm_refiller_running()) {
 		/* Hand the batch to the refill thread: jemalloc's work leaves
 		 * this thread. */
-		struct sm_node *first, *last;
-		uint32_t n = bucket_take(b, cls, b->batch, &first, &last);
 		struct sm_bucket_shared *sh = &c->shared[cls];
 		atomic_fetch_add_explicit(&sh->outbox_count, (int32_t)n, memory_order_relaxed);
 		list_push_chain(&sh->outbox, first, last);
 		_sm_refiller_request(c, &c->trim_want, cls);
 		return;
 	}
-	_sm_bucket_trim_to(c, cls, b->count - b->batch);
+	_sm_backend_free_chain(cls, first, c->tcache);
+	s->objects_trimmed += n;
 }
 
 void _sm_free_slow(void *p, uint32_t cls)
@@ -459,25 +475,6 @@ void _sm_trim_thread(void)
  * Nested paths (depth >= 2): atomic lists only
  * ---------------------------------------------------------------------- */
 
-/* Takes one node from an atomic list: take all, keep the first, give the
- * rest back. Giving back by exchange can meet nodes pushed in between
- * (by a deeper handler or another thread); those are pushed again. */
-static struct sm_node *list_take_one(_Atomic(struct sm_node *) *list, _Atomic int32_t *count)
-{
-	struct sm_node *first = list_take_all(list);
-	if (!first)
-		return NULL;
-	struct sm_node *rest = first->next;
-	if (rest) {
-		struct sm_node *raced = atomic_exchange_explicit(list, rest, memory_order_acq_rel);
-		if (raced) {
-			uint32_t n;
-			list_push_chain(list, raced, chain_last(raced, &n));
-		}
-	}
-	atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
-	return first;
-}
 
 /* The process-wide nested reserve, after the thread's own lists: for the
  * handlers of a thread whose first malloc is the call they interrupted (it

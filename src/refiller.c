@@ -137,9 +137,15 @@ static void serve_refills(struct sm_cache *c)
 		if (atomic_load_explicit(&sh->inbox_count, memory_order_relaxed) >= (int32_t)batch)
 			continue; /* the last delivery is still there */
 		struct sm_node *first, *last;
-		uint32_t n = _sm_backend_alloc_batch(cls, batch, &first, &last, refiller_tc);
-		if (!n)
-			continue;
+		uint32_t n;
+		first = _sm_depot_get(cls, &n); /* another thread's trimmed batch */
+		if (first) {
+			last = chain_last(first, &n);
+		} else {
+			n = _sm_backend_alloc_batch(cls, batch, &first, &last, refiller_tc);
+			if (!n)
+				continue;
+		}
 		atomic_fetch_add_explicit(&sh->inbox_count, (int32_t)n, memory_order_relaxed);
 		list_push_chain(&sh->inbox, first, last);
 		atomic_fetch_add_explicit(&sh->async_refills, 1, memory_order_relaxed);
@@ -278,6 +284,8 @@ static void *refiller_main(void *arg)
 			last_tick_ms = ms;
 			uint64_t tick = atomic_fetch_add_explicit(&_sm_tick, 1, memory_order_relaxed) + 1;
 			ticking = idle_scan(tick);
+			uint64_t idle_ticks = _sm_options.idle_ms / SM_TICK_MS;
+			_sm_depot_release_idle(tick, idle_ticks ? idle_ticks : 1, refiller_tc);
 		}
 		pthread_mutex_unlock(&work_lock);
 

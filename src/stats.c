@@ -68,6 +68,9 @@ void sm_stats(struct sm_stats *out)
 		o->nested_nulls += nulls;
 		if (held > 0)
 			o->cached_objects += (uint64_t)held;
+		held = _sm_depot_held(cls);
+		if (held > 0)
+			o->cached_objects += (uint64_t)held;
 		o->cached_bytes = o->cached_objects * o->size;
 		out->cached_bytes += o->cached_bytes;
 	}
