@@ -146,12 +146,13 @@ def run(args, label, tests, workdir, preload, jobs):
     print("== %s: %s%s" % (label, "LD_PRELOAD=%s " % args.lib if preload else "",
                             " ".join(cmd[:7] + ["..."])), flush=True)
     t0 = time.monotonic()
-    p = subprocess.run(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # To a file, not a pipe: a process left behind keeps no pipe open here.
+    with open(os.path.join(tmp, "output.txt"), "wb") as f:
+        p = subprocess.run(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+                           stdout=f, stderr=subprocess.STDOUT)
     dt = time.monotonic() - t0
-    out = p.stdout.decode("utf-8", "replace")
-    with open(os.path.join(tmp, "output.txt"), "w") as f:
-        f.write(out)
+    with open(os.path.join(tmp, "output.txt"), "rb") as f:
+        out = f.read().decode("utf-8", "replace")
     mods = module_results(out)
     cases = case_results(xml)
     counts = {}
@@ -181,27 +182,116 @@ def section(output, test):
     return ""
 
 
-def report_cases(plain_cases, pre_cases, mods):
-    """Case-level lines for MODS: failures under sigmalloc, pass->skip changes."""
-    for name in sorted(pre_cases):
-        if case_module(name) not in mods:
+# --- leftover processes ------------------------------------------------------
+# A test that hangs under the allocator can leave processes behind that
+# regrtest's timeout does not reach (grandchildren of a killed worker).  This
+# process is a child subreaper, so they are re-parented here; after each run,
+# those still alive are listed (a finding in itself) and killed by pid.
+
+def become_subreaper():
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def children():
+    me = str(os.getpid())
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
             continue
-        state, msg = pre_cases[name]
-        pstate = plain_cases.get(name, ("absent", ""))[0]
-        if state in ("fail", "error"):
-            print("   %s %s (plain: %s)" % (state.upper(), name, pstate))
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[1] == me:
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+            except OSError:
+                cmd = ""
+            out.append((int(d), fields[0], cmd))
+    return out
+
+
+def reap_leftovers(label):
+    """Kills (SIGKILL, by pid) and reaps the children left after a run."""
+    import signal
+    left = []
+    for _ in range(20):
+        kids = children()
+        if not kids:
+            break
+        for pid, state, cmd in kids:
+            if state != "Z" or os.path.isdir("/proc/%d/task" % pid) and \
+                    len(os.listdir("/proc/%d/task" % pid)) > 1:
+                left.append((pid, state, cmd))
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+    if left:
+        print("   %s: %d process(es) left running after regrtest, killed:" % (label, len(left)))
+        for pid, state, cmd in left[:10]:
+            print("     pid %d (%s) %s" % (pid, state, cmd[:160]))
+    return left
+
+
+# --- verdict -----------------------------------------------------------------
+
+def regressed_cases(plain_cases, pre_cases, modules=None):
+    """{module: [(case, state under sigmalloc, message)]}: the cases that pass
+    on the system malloc and do not pass under sigmalloc."""
+    out = {}
+    for name, (pstate, _) in plain_cases.items():
+        mod = case_module(name)
+        if pstate != "pass" or (modules is not None and mod not in modules):
+            continue
+        state, msg = pre_cases.get(name, ("absent", ""))
+        if state != "pass":
+            out.setdefault(mod, []).append((name, state, msg))
+    return out
+
+
+def print_regressions(reg, pre):
+    for mod in sorted(reg):
+        cases = sorted(reg[mod])
+        states = {}
+        for _, st, _ in cases:
+            states[st] = states.get(st, 0) + 1
+        print("   %s (%s under sigmalloc): %d case(s) passing on the system malloc do not"
+              " pass: %s" % (mod, pre.get(mod, ("absent", "no result"))[1], len(cases),
+                             ", ".join("%s %d" % kv for kv in sorted(states.items()))))
+        shown = 0
+        for name, st, msg in cases:
+            if st == "absent" and shown >= 5:
+                continue
+            if shown >= 15:
+                break
+            shown += 1
+            print("     %s %s" % (st.upper(), name))
             for line in msg.strip().splitlines()[-6:]:
-                print("      " + line)
-        elif state == "skip" and pstate == "pass":
-            print("   SKIPPED under sigmalloc only: %s: %s" % (name, msg.strip()[:120]))
+                print("        " + line)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", required=True)
     ap.add_argument("--lib", required=True)
-    ap.add_argument("--jobs", type=int, default=int(os.environ.get("SIGMALLOC_REGRTEST_JOBS", "2")))
-    ap.add_argument("--timeout", type=int, default=240, help="per test module, seconds")
+    ap.add_argument("--jobs", type=int,
+                    default=int(os.environ.get("SIGMALLOC_REGRTEST_JOBS", "2")))
+    ap.add_argument("--timeout", type=int,
+                    default=int(os.environ.get("SIGMALLOC_REGRTEST_TIMEOUT", "180")),
+                    help="per test module, seconds")
     ap.add_argument("tests", nargs="*")
     args = ap.parse_args()
 
@@ -214,6 +304,7 @@ def main():
     if not tests:
         print("FAIL: no module of the slice is installed")
         return 1
+    become_subreaper()
 
     workdir = tempfile.mkdtemp(prefix="sm-regrtest-")
     try:
@@ -227,63 +318,87 @@ def main():
             return 1
 
         plain_out, plain, plain_cases, _ = run(args, "plain", tests, workdir, False, args.jobs)
+        leftovers = reap_leftovers("plain")
         pre_out, pre, pre_cases, _ = run(args, "preload", tests, workdir, True, args.jobs)
+        pre_leftovers = reap_leftovers("preload")
 
         passing = [t for t in tests if plain.get(t, ("absent",))[0] == "pass"]
         excluded = [(t, plain[t][1] if t in plain else "no result")
                     for t in tests if t not in passing]
         bad = [t for t in passing if pre.get(t, ("absent",))[0] != "pass"]
+        reg = regressed_cases(plain_cases, pre_cases)
 
+        # One retry, alone, for plain test failures (never crashes/timeouts).
         flaky = []
-        retry = [t for t in bad if pre[t][0] in ("fail", "env")] if bad else []
+        retry = sorted(t for t in set(bad) | set(reg)
+                       if pre.get(t, ("absent",))[0] in ("fail", "env"))
         if retry and os.environ.get("SIGMALLOC_REGRTEST_RETRY", "1") != "0":
-            print("-- first preload results of the modules retried:")
+            print("-- first preload run, modules retried:")
+            print_regressions({t: reg[t] for t in retry if t in reg}, pre)
             for t in retry:
-                print("   %s: %s" % (t, pre[t][1]))
-            report_cases(plain_cases, pre_cases, set(retry))
+                if t not in reg:
+                    print("   %s: %s" % (t, pre[t][1]))
             r_out, r, r_cases, _ = run(args, "preload-retry", retry, workdir, True, 1)
+            pre_leftovers += reap_leftovers("preload-retry")
             for t in retry:
-                if r.get(t, ("absent",))[0] == "pass":
-                    flaky.append(t)
-                    bad.remove(t)
-                else:
-                    pre[t] = r.get(t, ("absent", "no result"))
-                    pre_out += "\n" + r_out
-                    pre_cases.update({k: v for k, v in r_cases.items() if case_module(k) == t})
+                pre_cases = {k: v for k, v in pre_cases.items() if case_module(k) != t}
+                pre_cases.update({k: v for k, v in r_cases.items() if case_module(k) == t})
+                pre_out += "\n" + section(r_out, t)
+                pre[t] = r.get(t, ("absent", "no result"))
+            reg = regressed_cases(plain_cases, pre_cases)
+            bad = [t for t in passing if pre.get(t, ("absent",))[0] != "pass"]
+            flaky = [t for t in retry if t not in bad and t not in reg]
 
-        print("-- passing on both (%d): %s" % (len(passing) - len(bad), " ".join(
-            t for t in passing if t not in bad)))
+        n_plain_cases = sum(1 for s, _ in plain_cases.values() if s == "pass")
+        n_reg = sum(len(v) for v in reg.values())
+        print("-- modules passing on both (%d): %s" % (
+            len(passing) - len(bad), " ".join(t for t in passing if t not in bad)))
+        print("-- test cases passing on the system malloc: %d; not passing under sigmalloc: %d"
+              % (n_plain_cases, n_reg))
         if flaky:
             print("-- FLAKY under sigmalloc, passed on retry: %s" % " ".join(flaky))
         if excluded or missing:
-            print("-- excluded (%d):" % (len(excluded) + len(missing)))
+            print("-- excluded at module level (%d); their cases that pass on the system"
+                  " malloc are still compared:" % (len(excluded) + len(missing)))
             for t, why in excluded:
-                print("   %s: on the system malloc: %s" % (t, why))
+                npass = sum(1 for k, (s, _) in plain_cases.items()
+                            if s == "pass" and case_module(k) == t)
+                print("   %s: on the system malloc: %s (%d cases pass)" % (t, why, npass))
+                for name, (st, msg) in sorted(plain_cases.items()):
+                    if case_module(name) == t and st in ("fail", "error"):
+                        print("     %s %s: %s" % (st.upper(), name,
+                                                  (msg.strip().splitlines() or [""])[-1][:150]))
             for t in missing:
                 print("   %s: not installed in %s" % (t, args.python))
         only_pre = [t for t, _ in excluded if pre.get(t, ("absent",))[0] == "pass"]
         if only_pre:
             print("-- passing under sigmalloc only: %s" % " ".join(only_pre))
-        report_cases(plain_cases, pre_cases, set(passing) - set(bad) - set(flaky))
 
-        if not passing:
-            print("FAIL: no module passed on the system malloc; nothing compared")
+        failed = False
+        if not passing and not n_plain_cases:
+            print("FAIL: nothing passed on the system malloc; nothing compared")
             print(tail(plain_out, 60))
             return 1
-        if bad:
+        if bad or reg:
+            failed = True
             print("FAIL: pass on the system malloc, not under sigmalloc:")
-            for t in bad:
+            for t in sorted(set(bad) - set(reg)):
                 print("   %s: %s" % (t, pre.get(t, ("absent", "no result"))[1]))
-            report_cases(plain_cases, pre_cases, set(bad))
-            for t in bad:
+            print_regressions(reg, pre)
+            for t in sorted(set(bad) | set(reg)):
                 s = section(pre_out, t)
                 if s:
                     print("-- regrtest output for %s under sigmalloc:" % t)
                     print(s)
+        if pre_leftovers and not leftovers:
+            failed = True
+            print("FAIL: processes left running after the sigmalloc run only (see above)")
+        if failed:
             print("-- end of the preload run's output:")
-            print(tail(pre_out, 40))
+            print(tail(pre_out, 30))
             return 1
-        print("PASS: cpython-regrtest (%d modules pass on both)" % len(passing))
+        print("PASS: cpython-regrtest (%d modules, %d test cases pass on both)"
+              % (len(passing), n_plain_cases))
         return 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
