@@ -42,7 +42,7 @@
  *
  * Instruction count of a hit (x86-64, gcc 12 -O2, counting the ret; see
  * `objdump -d build/preload/libsigmalloc.so` at malloc and free, and
- * docs/PERFORMANCE.md): malloc 25, free 22; no call, no locked instruction.
+ * docs/PERFORMANCE.md): malloc 27, free 24; no call, no locked instruction.
  * Of those, 3 are the depth window, 2 the GOT load of the TLS offset (a
  * shared library's initial-exec TLS), 1 the statistics counter. The class
  * index is size_t so that the bucket address is computed once.
