@@ -170,16 +170,18 @@ def tail(text, n):
 
 
 def section(output, test):
-    """The lines regrtest printed for TEST: from its progress line to the next one."""
+    """The lines regrtest printed for TEST (its last result): from its
+    progress line to the next one."""
     lines = output.splitlines()
+    found = ""
     for i, line in enumerate(lines):
         m = PROGRESS.search(line)
         if m and m.group(1) == test:
             j = i + 1
             while j < len(lines) and not PROGRESS.search(lines[j]):
                 j += 1
-            return "\n".join(lines[i:j][:150])
-    return ""
+            found = "\n".join(lines[i:j][:150])
+    return found
 
 
 # --- leftover processes ------------------------------------------------------

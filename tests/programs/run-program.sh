@@ -5,7 +5,11 @@
 # system (glibc) malloc and once with LD_PRELOAD=LIBPATH, each in a fresh
 # temporary directory, and compares the two outputs.
 #
-#   NAME     python | git | sort | gxx
+#   NAME     python | git | sort | gxx       (single- and multi-threaded)
+#            xz | zstd | pigz                 multi-threaded (-T2 / -p 2)
+#            make                             make -j2 building a C project
+#            perl-signals | bash-traps        programs with their own signal
+#                                             handlers (signals.pl, traps.sh)
 #   LIBPATH  path of libsigmalloc.so
 #
 # Exit status: 0 when both runs exit 0 and print the same output, 77 (skip)
@@ -21,7 +25,7 @@
 set -u
 
 usage() {
-	echo "usage: $0 python|git|sort|gxx LIBPATH" >&2
+	echo "usage: $0 python|git|sort|gxx|xz|zstd|pigz|make|perl-signals|bash-traps LIBPATH" >&2
 	exit 2
 }
 [ $# -eq 2 ] || usage
@@ -38,7 +42,7 @@ have() {
 }
 
 case $name in
-python | git | sort | gxx) ;;
+python | git | sort | gxx | xz | zstd | pigz | make | perl-signals | bash-traps) ;;
 *) usage ;;
 esac
 if [ ! -f "$lib" ]; then
@@ -237,6 +241,197 @@ run_gxx() {
 	./template_heavy
 }
 
+# ~SIZE MB of text, deterministic (Park-Miller LCG as above): numbers and
+# words from a skewed alphabet, compressible about 2.5:1.
+gen_blob() { # megabytes
+	awk -v size="$(($1 * 1000000))" '
+	function rnd(n) { x = (x * 16807) % 2147483647; return x % n }
+	BEGIN {
+		x = 42
+		for (i = 0; i < 4096; i++) {
+			m = 3 + rnd(8); s = ""
+			for (j = 0; j < m; j++)
+				s = s substr("etaoinshrdlucmfwypvbgkqjxz", 1 + int(rnd(676) ^ 0.5), 1)
+			w[i] = s
+		}
+		n = 0
+		while (n < size) {
+			l = sprintf("%07d %s %s %s %d.%02d %s\n", rnd(10000000), w[rnd(4096)],
+				w[rnd(4096)], w[rnd(64)], rnd(100000), rnd(100), w[rnd(4096)])
+			printf "%s", l
+			n += length(l)
+		}
+	}'
+}
+have_tools() {
+	local t
+	for t; do
+		have "$t" || skip "$t not installed"
+	done
+}
+
+# xz: multi-threaded compression (2 threads, 2 MiB blocks so that both
+# work) and multi-threaded decompression (xz >= 5.4 decodes blocks in
+# parallel).
+check_xz() {
+	have_tools xz awk md5sum
+	xz -T2 -1 -c </dev/null >/dev/null 2>&1 || skip "xz has no -T"
+}
+run_xz() {
+	gen_blob 16 >blob.txt
+	wc -c <blob.txt
+	md5sum blob.txt
+	xz -T2 -1 --block-size=2MiB -c blob.txt >blob.xz
+	md5sum blob.xz
+	echo "blocks: $(xz -lvv --robot blob.xz | awk '$1 == "block"' | wc -l)"
+	xz -T2 -t blob.xz && echo "test: ok"
+	xz -T2 -dc blob.xz | md5sum
+	head -c 4000000 blob.txt | xz -T2 -4 --block-size=1MiB >part.xz
+	md5sum part.xz
+	xz -T2 -dc part.xz | md5sum
+	cat blob.xz part.xz | xz -T2 -dc | md5sum
+}
+
+# zstd: multi-threaded compression (-T2) at two levels and with long-range
+# matching, decompression, a dictionary trained on the data.
+check_zstd() {
+	have_tools zstd awk md5sum split
+}
+run_zstd() {
+	gen_blob 50 >blob.txt
+	md5sum blob.txt
+	local l
+	for l in 3 9; do
+		zstd -q -T2 -"$l" -c blob.txt >"blob$l.zst"
+		echo "level $l: $(md5sum <"blob$l.zst" | cut -d' ' -f1)"
+		zstd -q -dc "blob$l.zst" | md5sum
+	done
+	zstd -q -T2 -3 --long=26 -c blob.txt | zstd -q -d --long=26 | md5sum
+	zstd -q -t blob9.zst && echo "test: ok"
+	mkdir samples
+	head -c 4000000 blob.txt | split -b 4000 - samples/s
+	zstd -q --train samples/* -o dict --maxdict=65536
+	md5sum dict
+	head -c 2000000 blob.txt | zstd -q -T2 -D dict -c | zstd -q -d -D dict | md5sum
+}
+
+# pigz: parallel gzip (-p 2) at two levels, zlib format, independent
+# blocks; decompression (pigz decompresses with helper threads for reading,
+# writing and checking); gzip -d cross-checks.
+check_pigz() {
+	have_tools pigz gzip awk md5sum
+}
+run_pigz() {
+	gen_blob 50 >blob.txt
+	md5sum blob.txt
+	pigz -p 2 -n -6 -c blob.txt >blob.gz
+	md5sum blob.gz
+	pigz -p 2 -dc blob.gz | md5sum
+	gzip -dc blob.gz | md5sum
+	pigz -p 2 -n -9 -b 256 -c blob.txt >blob9.gz
+	md5sum blob9.gz
+	pigz -p 2 -t blob9.gz && echo "test: ok"
+	pigz -p 2 -z -c blob.txt >blob.zz
+	md5sum blob.zz
+	pigz -p 2 -dz -c blob.zz | md5sum
+	pigz -p 2 -n -i --rsyncable -c blob.txt | pigz -p 2 -dc | md5sum
+}
+
+# make -j2: a generated C project (40 sources, a generated header, a static
+# library, a program), built, run, checked up to date, rebuilt after a change.
+check_make() {
+	have_tools make gcc ar awk md5sum
+}
+gen_project() {
+	mkdir -p src
+	local i
+	for ((i = 0; i < 40; i++)); do
+		cat >"src/m$i.c" <<EOF
+#include "gen.h"
+static unsigned long tab${i}[64];
+unsigned long f$i(unsigned long x)
+{
+	for (int k = 0; k < 64; k++)
+		tab${i}[k] = (x ^ (k * 2654435761ul)) * (GEN_SEED + $i);
+	unsigned long h = 0;
+	for (int k = 0; k < 64; k++)
+		h = (h << 5) + h + tab${i}[(k * 7) % 64];
+	return h;
+}
+EOF
+	done
+	{
+		echo '#include <stdio.h>'
+		echo '#include "gen.h"'
+		for ((i = 0; i < 40; i++)); do echo "unsigned long f$i(unsigned long);"; done
+		echo 'int main(void)'
+		echo '{'
+		echo '	unsigned long x = 1;'
+		for ((i = 0; i < 40; i++)); do echo "	x = f$i(x);"; done
+		# shellcheck disable=SC2028 # a C string's \n, written as is
+		echo '	printf("%lu\n", x);'
+		echo '	return 0;'
+		echo '}'
+	} >src/main.c
+	cat >Makefile <<'EOF'
+SRCS := $(sort $(wildcard src/m*.c))
+OBJS := $(SRCS:src/%.c=obj/%.o)
+CFLAGS := -O2 -g0 -Iobj -frandom-seed=sigmalloc
+
+all: bin/prog
+
+obj/gen.h: seed.txt | obj
+	printf '#define GEN_SEED %sul\n' "$$(cat seed.txt)" >$@
+
+obj bin:
+	mkdir -p $@
+
+obj/%.o: src/%.c obj/gen.h | obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+obj/libm.a: $(OBJS)
+	$(AR) rcD $@ $^
+
+bin/prog: obj/main.o obj/libm.a | bin
+	$(CC) $^ -o $@
+
+.PHONY: all
+EOF
+	echo 17 >seed.txt
+}
+run_make() {
+	gen_project
+	make -j2 -s CC=gcc AR=ar
+	echo "built: $(find obj bin -type f | wc -l) files"
+	bin/prog
+	md5sum obj/*.o obj/libm.a | md5sum
+	make -j2 -q CC=gcc AR=ar && echo "up to date: yes"
+	echo 23 >seed.txt
+	make -j2 -s CC=gcc AR=ar
+	bin/prog
+	md5sum obj/*.o obj/libm.a | md5sum
+}
+
+# perl with its own SIGALRM (ualarm), SIGCHLD and SIGUSR1 handlers doing
+# work while the program builds hashes and forks children: signals.pl.
+check_perl-signals() {
+	have_tools perl
+	perl -MTime::HiRes -MDigest::MD5 -MPOSIX -e 1 2>/dev/null ||
+		skip "perl lacks Time::HiRes, Digest::MD5 or POSIX"
+}
+run_perl-signals() {
+	perl "$here/signals.pl"
+}
+
+# bash with CHLD, USR1 and ALRM traps while it spawns 200 subprocesses and
+# fills associative arrays: traps.sh.
+check_bash-traps() {
+	have_tools bash mkfifo md5sum sort
+}
+run_bash-traps() {
+	bash "$here/traps.sh"
+}
+
 "check_$name"
 
 # ---------------------------------------------------------------------------
@@ -254,6 +449,12 @@ trap 'exit 143' TERM
 res=$(mktemp -d "${TMPDIR:-/tmp}/sm-programs-$name-res.XXXXXX") || exit 1
 plain_dir=$(mktemp -d "${TMPDIR:-/tmp}/sm-programs-$name-plain.XXXXXX") || exit 1
 preload_dir=$(mktemp -d "${TMPDIR:-/tmp}/sm-programs-$name-preload.XXXXXX") || exit 1
+
+# A private copy of the library: a rebuild during the runs (ninja in another
+# shell) must not change what the preloaded run loads.
+built_lib=$lib
+cp "$lib" "$res/$(basename "$lib")" || exit 1
+lib="$res/$(basename "$lib")"
 
 now() { date +%s.%N; }
 
@@ -286,7 +487,7 @@ fi
 
 echo "== $name: plain (glibc malloc)"
 run plain "$plain_dir"
-echo "== $name: LD_PRELOAD=$lib"
+echo "== $name: LD_PRELOAD=$built_lib (a copy)"
 run preload "$preload_dir"
 
 rc_plain=$(cat "$res/plain.rc")
