@@ -48,6 +48,7 @@
  * process forks. The child has no refill thread: its state is reset and
  * the thread restarts on the child's first need.
  */
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
@@ -253,6 +254,57 @@ static bool idle_scan(uint64_t now)
 	return pending;
 }
 
+/*
+ * Whether every other thread of the process has exited. With glibc alone
+ * the process would then have ended (the last thread's exit is exit(0));
+ * the refill thread must not keep it alive. A thread that called
+ * pthread_exit stays a zombie task until the group ends, so live tasks are
+ * counted from /proc/self/task/ANY/stat, state not 'Z' or 'X'. Raw
+ * getdents64 and read into stack buffers: this thread must not allocate.
+ */
+static bool alone(void)
+{
+	int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		return false;
+	char buf[4096];
+	int live = 0;
+	long n;
+	while (live <= 1 && (n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+		for (long off = 0; off < n;) {
+			struct linux_dirent64 {
+				uint64_t ino;
+				int64_t off;
+				unsigned short reclen;
+				unsigned char type;
+				char name[];
+			} *d = (void *)(buf + off);
+			off += d->reclen;
+			if (d->name[0] < '0' || d->name[0] > '9')
+				continue;
+			char path[64], stat[512];
+			_sm_format(path, sizeof path, "/proc/self/task/%s/stat", d->name);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0)
+				continue; /* gone meanwhile */
+			ssize_t len = read(fd, stat, sizeof stat - 1);
+			close(fd);
+			if (len <= 0)
+				continue;
+			stat[len] = '\0';
+			/* "tid (comm) S ...": the state follows the last ')'. */
+			char *p = NULL;
+			for (char *q = stat; *q; q++)
+				if (*q == ')')
+					p = q;
+			if (p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X')
+				live++;
+		}
+	}
+	close(dir);
+	return live == 1;
+}
+
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -296,12 +348,15 @@ static void *refiller_main(void *arg)
 			atomic_store_explicit(&sleeping, 0, memory_order_relaxed);
 			continue;
 		}
-		/* Waiting with a timeout only while some cache may go idle; a
-		 * quiet process is not woken ten times a second for nothing. */
-		struct timespec timeout = { 0, (long)SM_TICK_MS * 1000000L };
-		syscall(SYS_futex, &sleeping, FUTEX_WAIT_PRIVATE, 1, ticking ? &timeout : NULL,
-		        NULL, 0);
+		/* Waiting a tick while some cache may go idle, else a second: a
+		 * quiet process is not woken ten times a second for nothing, and
+		 * once a second the thread looks whether it is the last one. */
+		struct timespec tick = { 0, (long)SM_TICK_MS * 1000000L }, second = { 1, 0 };
+		long rc = syscall(SYS_futex, &sleeping, FUTEX_WAIT_PRIVATE, 1,
+		                  ticking ? &tick : &second, NULL, 0);
 		atomic_store_explicit(&sleeping, 0, memory_order_relaxed);
+		if (!ticking && rc != 0 && alone())
+			break; /* glibc ends the process when this last thread exits */
 		ticking = true;
 	}
 	return NULL;
