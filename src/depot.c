@@ -70,8 +70,7 @@ bool _sm_depot_put(uint32_t cls, struct sm_node *first, uint32_t n)
 
 struct sm_node *_sm_depot_get(uint32_t cls, uint32_t *n)
 {
-	_Atomic int32_t ignored;
-	struct sm_node *link = list_take_one(&depot[cls].list, &ignored);
+	struct sm_node *link = list_take_one(&depot[cls].list, NULL); /* counts objects below */
 	if (!link)
 		return NULL;
 	struct batch *b = (struct batch *)link;

@@ -83,7 +83,8 @@ static inline struct sm_node *list_take_one(_Atomic(struct sm_node *) *list,
 			list_push_chain(list, raced, chain_last(raced, &n));
 		}
 	}
-	atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
+	if (count) /* NULL: the caller keeps its own count */
+		atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
 	return first;
 }
 

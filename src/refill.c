@@ -256,10 +256,9 @@ static void *alloc_uncached(struct sm_thread *t, uint32_t cls)
 	return first;
 }
 
-static void free_uncached(struct sm_thread *t, struct sm_node *node, uint32_t cls)
+static void free_uncached(struct sm_node *node, uint32_t cls)
 {
 	node->next = NULL;
-	(void)t;
 	_sm_backend_free_chain(cls, node, SM_TCACHE_NONE);
 }
 
@@ -372,7 +371,7 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 	if (c == cache_empty()) {
 		c = _sm_thread_setup();
 		if (!c) {
-			free_uncached(t, node, cls);
+			free_uncached(node, cls);
 			return;
 		}
 	}
