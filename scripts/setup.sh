@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# build: compilers, meson, jemalloc; tests: clang for sanitizers, and the
-# real programs of the `programs` suite; benches: Google Benchmark.
+# build: compilers, meson, jemalloc; tests: clang for sanitizers, the real
+# programs of the `programs` suite and CPython's regression suite (`cpython`);
+# benches: Google Benchmark.
 packages=(gcc g++ clang libclang-rt-14-dev meson ninja-build pkg-config libjemalloc-dev
-          libbenchmark-dev git python3 coreutils xz-utils zstd pigz make perl)
+          libbenchmark-dev git python3 libpython3.11-testsuite coreutils xz-utils zstd pigz
+          make perl)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The whole test suite: what CI runs (.ci/run).
-#   1. release build: suites unit, preload, lifecycle, signal, stress, programs
+#   1. release build: suites unit, preload, lifecycle, signal, stress, programs, cpython
 #   2. clang AddressSanitizer + UBSan build of the core: suites unit, fuzz
 #   3. clang ThreadSanitizer build of the core: suites unit, lifecycle
 # Prints each build's meson test summary and a final "N passed, N failed".
@@ -27,8 +27,8 @@ run_suites() { # build-dir suites...
 	[ "$rc" -eq 0 ] || status=1
 }
 
-echo "== release build: unit, preload, lifecycle, signal, stress, programs"
-run_suites build unit preload lifecycle signal stress programs
+echo "== release build: unit, preload, lifecycle, signal, stress, programs, cpython"
+run_suites build unit preload lifecycle signal stress programs cpython
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer (clang): unit, fuzz"
 if [ ! -f build-asan/build.ninja ]; then
