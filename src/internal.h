@@ -110,8 +110,8 @@ struct sm_cache *_sm_registry_first(void) sm_hidden;
 // "refill.c": the slow paths, at depth 1.
 void *_sm_alloc_slow(uint32_t cls) sm_hidden;
 void _sm_free_slow(void *p, uint32_t cls) sm_hidden;
-void *_sm_nested_alloc(uint32_t cls, size_t align) sm_hidden;
-void _sm_nested_free(void *p, uint32_t cls) sm_hidden;
+void *_sm_nested_alloc(uint32_t cls, size_t align) sm_hidden __attribute__((hot));
+void _sm_nested_free(void *p, uint32_t cls) sm_hidden __attribute__((hot));
 void _sm_deferred_push(void *p) sm_hidden;
 void *_sm_large_alloc(size_t size, size_t align, bool zero) sm_hidden;
 void _sm_large_free(void *p) sm_hidden;
@@ -145,8 +145,11 @@ void _sm_refiller_want(void) sm_hidden;
 void _sm_refiller_start_slow(void) sm_hidden sm_noinline sm_cold;
 /* Sets bit cls in *mask (a mask of cache c) and queues c; any context. */
 void _sm_refiller_request(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls) sm_hidden;
+/* The same from a nested context: no system call; served on the thread's next tick. */
+void _sm_refiller_request_nested(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls) sm_hidden;
+void _sm_refiller_note_nested(void) sm_hidden;
 bool _sm_refiller_adopt(struct sm_cache *c) sm_hidden;
-void _sm_refiller_kick(void) sm_hidden; /* wakes the thread if it sleeps; any context */
+void _sm_refiller_kick(void) sm_hidden; /* wakes the thread if it sleeps; not nested */
 void _sm_refiller_fork_prepare(void) sm_hidden;
 void _sm_refiller_fork_parent(void) sm_hidden;
 void _sm_refiller_fork_child(struct sm_cache *mine) sm_hidden;

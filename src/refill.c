@@ -234,8 +234,10 @@ static sm_noinline void *alloc_proxied(uint32_t cls)
 	}
 	for (int tries = 0; tries < 20000; tries++) {
 		struct sm_node *node = global_take(cls, 0);
-		if (node)
+		if (node) {
+			_sm_refiller_kick(); /* not a handler: it may wake the thread */
 			return node;
+		}
 		if (!_sm_refiller_running())
 			return NULL;
 		_sm_global_reserve_want(cls);
@@ -506,7 +508,7 @@ static struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t alig
 				return node;
 			node = list_take_one(&sh->reserve, &sh->reserve_count);
 			if (node) { /* restock: the refill thread, or the owner */
-				_sm_refiller_request(c, &c->reserve_want, k);
+				_sm_refiller_request_nested(c, &c->reserve_want, k);
 				return node;
 			}
 		}
@@ -515,6 +517,7 @@ static struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t alig
 		return node;
 	/* Handlers allocate in this process: every class gets a reserve. */
 	_sm_global_reserve_want_all();
+	_sm_refiller_note_nested();
 	_sm_refiller_want();
 	return NULL;
 }
@@ -530,9 +533,9 @@ static struct sm_node *global_take(uint32_t cls, size_t align)
 		if (align > 16 && _sm_class_size[k] % align != 0)
 			continue;
 		struct sm_node *node = list_take_one(&global_reserve[k].list, &global_reserve[k].count);
-		if (node) {
+		if (node) { /* restocked by the next owner slow path or refill tick */
 			atomic_fetch_or_explicit(&global_want, 1u << k, memory_order_relaxed);
-			_sm_refiller_kick();
+			_sm_refiller_note_nested();
 			return node;
 		}
 	}
