@@ -297,12 +297,26 @@ static void *realloc_move(void *p, size_t old, size_t size)
 	return q;
 }
 
+/* The size a small object grows into when realloc must move it: a quarter
+ * more than asked (tcmalloc's rule), so that growth by small steps (a
+ * string appended to) copies once per 25 %, not at every class boundary;
+ * never past the largest class for a request that fits one. The headroom is
+ * the block's usable size (malloc_usable_size reports it). */
+static inline size_t realloc_grown(size_t size)
+{
+	size_t grown = size + size / 4;
+	if (size <= SM_MAX_SMALL && grown > SM_MAX_SMALL)
+		grown = SM_MAX_SMALL;
+	return grown;
+}
+
 /*
  * glibc semantics: realloc(NULL, n) is malloc(n); realloc(p, 0) frees p and
  * returns NULL. A small object stays where it is while its class still
  * fits: the new size maps to the same class, or to a smaller class but
  * still fills more than half of this one (so that shrinking a lot gives the
- * memory back, as jemalloc does).
+ * memory back, as jemalloc does). Growing out of its class, it moves with
+ * headroom (realloc_grown).
  */
 void *sm_realloc(void *p, size_t size)
 {
@@ -320,7 +334,7 @@ void *sm_realloc(void *p, size_t size)
 			if (cls == slot || (cls < slot && size > old / 2))
 				return p;
 		}
-		return realloc_move(p, old, size);
+		return realloc_move(p, old, size > old ? realloc_grown(size) : size);
 	}
 	if (!slot_is_large(slot))
 		bad_pointer("realloc", p);

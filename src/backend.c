@@ -465,6 +465,7 @@ void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)
 {
 	if (size > PTRDIFF_MAX)
 		return NULL;
+
 	unsigned ind = large_arena_get(arena);
 	if (!ind)
 		return NULL;

@@ -337,10 +337,17 @@ static void test_realloc(void)
 	CHECK("... and the contents", check_fill(q, 30, 1));
 	q = REALLOC(q, 1000);
 	CHECK("realloc small -> small moves and keeps contents", q && check_fill(q, 30, 1));
+	CHECK("a block moved by growth has a quarter of headroom", USABLE(q) >= 1250);
+	char *r = REALLOC(q, 1200);
+	CHECK("... so the next small growth stays in place", r == q);
+	q = r;
 	fill(q, 1000, 2);
 	q = REALLOC(q, 100000);
 	CHECK("realloc small -> large keeps contents", q && check_fill(q, 1000, 2));
 	fill(q, 100000, 3);
+	r = REALLOC(q, USABLE(q));
+	CHECK("realloc of a large block up to its usable size keeps the pointer", r == q);
+	q = r;
 	q = REALLOC(q, 5000000);
 	CHECK("realloc large -> larger keeps contents", q && check_fill(q, 100000, 3));
 	q = REALLOC(q, 200);
