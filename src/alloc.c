@@ -42,10 +42,12 @@
  *
  * Instruction count of a hit (x86-64, gcc 12 -O2, counting the ret; see
  * `objdump -d build/preload/libsigmalloc.so` at malloc and free, and
- * docs/PERFORMANCE.md): malloc 27, free 24; no call, no locked instruction.
- * Of those, 3 are the depth window, 2 the GOT load of the TLS offset (a
+ * docs/PERFORMANCE.md): malloc 26, free 24; no call, no locked instruction.
+ * Of those, 3 are the depth window, 1 the GOT load of the TLS offset (a
  * shared library's initial-exec TLS), 1 the statistics counter. The class
- * index is size_t so that the bucket address is computed once.
+ * table and the copy of _sm_base are read from the thread's TLS block (one
+ * page with the depth counter; types.h). The class index is size_t so that
+ * the bucket address is computed once.
  */
 #include <string.h>
 
@@ -55,9 +57,12 @@
 /* The thread's state. The cache pointer starts at the sentinel, whose marks
  * are 0, so that a new thread's first malloc and free miss into the slow
  * path, which sets the thread up: the fast path has no init check. */
-__thread struct sm_thread _sm_thread sm_tls = {
+__thread struct sm_thread _sm_thread sm_tls __attribute__((aligned(512))) = {
 	.cache = (struct sm_cache *)&_sm_cache_empty,
+	.base = SM_BASE_UNSET,
+	.class_of_units = SM_CLASS_OF_UNITS,
 };
+_Static_assert(sizeof(struct sm_thread) <= 512, "the thread state fits in one page");
 
 #define SM_PAGE 4096u /* jemalloc's LG_PAGE as Debian builds it */
 
@@ -149,14 +154,26 @@ static sm_noinline sm_cold void bad_pointer(const char *fn, void *p)
 	_sm_fatal("sigmalloc: %s(): invalid pointer %p (never allocated by sigmalloc)\n", fn, p);
 }
 
-/* free() of NULL, of a large object, or of a foreign pointer. */
+/* free() of NULL, of a large object, of a foreign pointer, or of a class
+ * object on a thread whose copy of _sm_base is not set yet (its first free
+ * of one: the TLS image holds SM_BASE_UNSET, which puts every pointer out
+ * of the class range). */
 static sm_noinline void free_other(void *p, uintptr_t slot)
 {
 	if (!p)
 		return;
+	struct sm_thread *t = &_sm_thread;
+	uintptr_t base = __atomic_load_n(&_sm_base, __ATOMIC_ACQUIRE);
+	if (t->base != base) {
+		t->base = base; /* idempotent: a handler may do the same */
+		slot = slot_of(p);
+		if (slot < SM_NUM_CLASSES) {
+			free_class(p, slot);
+			return;
+		}
+	}
 	if (sm_unlikely(!slot_is_large(slot)))
 		bad_pointer("free", p);
-	struct sm_thread *t = &_sm_thread;
 	if (depth_enter(t) == 0)
 		_sm_large_free(p);
 	else
@@ -177,7 +194,7 @@ __attribute__((hot)) void *sm_malloc(size_t size)
 
 __attribute__((hot)) void sm_free(void *p)
 {
-	uintptr_t slot = slot_of(p);
+	uintptr_t slot = ((uintptr_t)p - _sm_thread.base) >> SM_SLOT_SHIFT;
 	if (sm_likely(slot < SM_NUM_CLASSES))
 		free_class(p, slot);
 	else

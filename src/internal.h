@@ -54,10 +54,28 @@ static const bool sm_config_stats = SM_CONFIG_STATS;
 #define sm_unpoison(p, n) ((void)(p), (void)(n))
 #endif
 
+// "alloc.c": the fast path and the entry points.
+extern __thread struct sm_thread _sm_thread sm_tls sm_hidden;
+
 // "sizeclass.c"
-extern const uint8_t _sm_class_of_units[257] sm_hidden;      /* (size+15)>>4 -> class */
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES] sm_hidden;
-static inline uint32_t class_of_size(size_t size) { return _sm_class_of_units[(size + 15) >> 4]; }
+/* The class of a size <= SM_MAX_SMALL: the thread's copy of the table
+ * (struct sm_thread), initialised from SM_CLASS_OF_UNITS below. */
+static inline uint32_t class_of_size(size_t size)
+{
+	return _sm_thread.class_of_units[(size + 15) >> 4];
+}
+/* Index: size in 16-byte units, rounded up; size 0 is class 0. jemalloc
+ * 5.3's small classes (sizeclass.c). */
+#define SM_CLASS_OF_UNITS {                                                   \
+	[0 ... 1] = 0,     [2] = 1,           [3] = 2,           [4] = 3,           \
+	[5] = 4,           [6] = 5,           [7] = 6,           [8] = 7,           \
+	[9 ... 10] = 8,    [11 ... 12] = 9,   [13 ... 14] = 10,  [15 ... 16] = 11,  \
+	[17 ... 20] = 12,  [21 ... 24] = 13,  [25 ... 28] = 14,  [29 ... 32] = 15,  \
+	[33 ... 40] = 16,  [41 ... 48] = 17,  [49 ... 56] = 18,  [57 ... 64] = 19,  \
+	[65 ... 80] = 20,  [81 ... 96] = 21,  [97 ... 112] = 22, [113 ... 128] = 23, \
+	[129 ... 160] = 24, [161 ... 192] = 25, [193 ... 224] = 26, [225 ... 256] = 27, \
+}
 /* Smallest class >= size whose size is a multiple of align (align <= 4096);
  * SM_NUM_CLASSES if none. */
 uint32_t _sm_class_aligned(size_t size, size_t align) sm_hidden;
@@ -93,9 +111,6 @@ void _sm_backend_fork_prepare(void) sm_hidden;
 void _sm_backend_fork_parent(void) sm_hidden;
 void _sm_backend_fork_child(void) sm_hidden;
 bool _sm_backend_read_u64(const char *name, uint64_t *out) sm_hidden;
-
-// "alloc.c": the fast path and the entry points.
-extern __thread struct sm_thread _sm_thread sm_tls sm_hidden;
 
 // "cache.c": thread caches, their registry, thread exit and fork.
 extern const struct sm_cache _sm_cache_empty sm_hidden;

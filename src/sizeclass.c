@@ -5,8 +5,8 @@
  *
  * Who calls in: anyone, at any depth. Everything here is a constant table.
  *
- * Lookup: class = _sm_class_of_units[(size + 15) >> 4], one load (the fast
- * path). Alignment: jemalloc places the objects of a class at multiples of
+ * Lookup: class = class_of_units[(size + 15) >> 4], one load from the
+ * thread's TLS copy of the table (internal.h, SM_CLASS_OF_UNITS). Alignment: jemalloc places the objects of a class at multiples of
  * the class size from a page-aligned slab start, so a class whose size is a
  * multiple of A returns A-aligned objects for any A <= 4096.
  */
@@ -15,17 +15,6 @@
 const uint32_t _sm_class_size[SM_NUM_CLASSES] = {
 	16,   32,   48,   64,   80,   96,   112,  128,  160,  192,  224,  256,  320,  384,
 	448,  512,  640,  768,  896,  1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
-};
-
-/* Index: size in 16-byte units, rounded up; size 0 is class 0. */
-const uint8_t _sm_class_of_units[257] = {
-	[0 ... 1] = 0,     [2] = 1,           [3] = 2,           [4] = 3,
-	[5] = 4,           [6] = 5,           [7] = 6,           [8] = 7,
-	[9 ... 10] = 8,    [11 ... 12] = 9,   [13 ... 14] = 10,  [15 ... 16] = 11,
-	[17 ... 20] = 12,  [21 ... 24] = 13,  [25 ... 28] = 14,  [29 ... 32] = 15,
-	[33 ... 40] = 16,  [41 ... 48] = 17,  [49 ... 56] = 18,  [57 ... 64] = 19,
-	[65 ... 80] = 20,  [81 ... 96] = 21,  [97 ... 112] = 22, [113 ... 128] = 23,
-	[129 ... 160] = 24, [161 ... 192] = 25, [193 ... 224] = 26, [225 ... 256] = 27,
 };
 
 uint32_t _sm_class_aligned(size_t size, size_t align)

@@ -154,11 +154,19 @@ enum sm_thread_state {
 	SM_THREAD_DEAD = 2,  /* its cache was handed back (pthread key
 	                        destructor); later calls use no cache */
 };
+/* Everything the fast path reads besides the cache and the object lives
+ * here, in one page of initial-exec TLS: a signal handler starts on a cold
+ * TLB on a PTI machine, and every distinct page costs it a page walk
+ * (docs/PERFORMANCE.md, "Signal handler"). Hence the thread's own copies
+ * of the class table and of _sm_base. */
 struct sm_thread {
 	struct sm_cache *cache;  //! never NULL; the sentinel until set up
 	uint32_t depth;          //! nesting depth, see alloc.c
 	uint32_t state;          //! enum sm_thread_state
 	uint32_t no_jemalloc;    //! jemalloc's own thread state is torn down (backend.c)
+	uintptr_t base;          //! copy of _sm_base: SM_BASE_UNSET until this thread's
+	                         //! first free of a class object (alloc.c, free_other)
+	uint8_t class_of_units[257]; //! (size + 15) >> 4 -> class, from the TLS image
 };
 
 #endif /* SM_TYPES_H */
