@@ -1,0 +1,36 @@
+/* docs/PERFORMANCE.md, "Pairs across launches": malloc(SIZE), write a byte,
+ * free, N times; prints ns per pair. Each process gets its own address
+ * layout (ASLR), and on this VM the pair time varies by up to 40 % from one
+ * launch to the next while it is steady within one: compare allocators
+ * over many launches (pair-launches.sh), not within one.
+ *
+ *   gcc -O2 -o /tmp/pair-loop docs/measure/pair-loop.c
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+	size_t size = argc > 1 ? strtoul(argv[1], NULL, 0) : 64;
+	long n = argc > 2 ? atol(argv[2]) : 20000000;
+	uintptr_t sum = 0;
+	double t0 = now_ns();
+	for (long i = 0; i < n; i++) {
+		char *p = malloc(size);
+		__asm__ volatile("" : : "r"(p) : "memory");
+		p[0] = (char)i;
+		sum += (uintptr_t)p >> 4;
+		free(p);
+	}
+	printf("%.2f\n", (now_ns() - t0) / n);
+	return (int)(sum & 1);
+}
