@@ -298,8 +298,10 @@ static void fork_child(void)
 	for (struct sm_cache *c = _sm_registry_first(); c; c = c->next_all)
 		if (c != mine)
 			cache_forget(c);
-	/* Other threads may have been half way through a push. */
-	atomic_store(&_sm_deferred_head, NULL);
+	/* The deferred list is kept: it only ever sees pushes and take-alls,
+	 * and each is one atomic step on the head (lockless.h), so a thread
+	 * that vanished in the middle of either left the list whole (its node
+	 * on it or not) and the child returns what is there to jemalloc. */
 	_sm_refiller_fork_child(mine);
 	if (mine) /* its low marks were armed for a thread that is gone */
 		for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)

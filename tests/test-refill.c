@@ -6,7 +6,8 @@
  *   - the refill thread exists, is named, and blocks every blockable signal;
  *   - it restocks a nested reserve that a signal handler drained;
  *   - 3000 short-lived threads handing blocks to each other leak nothing:
- *     exited threads' cached bytes return to zero, resident size stays flat.
+ *     exited threads' cached bytes return to zero, resident size stays flat;
+ *   - a fork child keeps the deferred-free list and returns it to jemalloc.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sigmalloc.h"
@@ -25,6 +27,7 @@
 #include "types.h"
 
 extern __thread struct sm_thread _sm_thread;
+extern _Atomic(struct sm_node *) _sm_deferred_head;
 
 /* Resident size means nothing under a sanitizer (its shadow memory). */
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -302,8 +305,41 @@ static void test_thread_churn(void)
 		sm_free(mailbox[i]);
 }
 
+/* A handler's free of a large block waits on the deferred list; a fork
+ * child inherits it whole and its first slow path frees it. */
+static void test_fork_keeps_deferred(void)
+{
+	BANNER("fork child keeps the deferred list");
+	if (UNDER_SANITIZER) {
+		fprintf(stderr, "skipped under a sanitizer (fork of a threaded process)\n");
+		return;
+	}
+	void *large = sm_malloc(100000);
+	_sm_thread.depth++; /* as a signal handler that interrupted malloc */
+	sm_free(large);
+	_sm_thread.depth--;
+	CHECK("a nested free of a large block is deferred",
+	      atomic_load(&_sm_deferred_head) == (struct sm_node *)large);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int ok = atomic_load(&_sm_deferred_head) == (struct sm_node *)large;
+		void *p = sm_malloc(200000); /* a large allocation: a slow path */
+		ok = ok && p && atomic_load(&_sm_deferred_head) == NULL;
+		sm_free(p);
+		_exit(ok ? 0 : 1);
+	}
+	int status = -1;
+	waitpid(pid, &status, 0);
+	CHECK("the child found the list and its first slow path drained it",
+	      WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	void *p = sm_malloc(200000);
+	sm_free(p);
+	CHECK("... as does the parent's", atomic_load(&_sm_deferred_head) == NULL);
+}
+
 int main(void)
 {
+	test_fork_keeps_deferred(); /* first: no refill thread yet to drain the list */
 	test_steady_rate();
 	test_thread_identity();
 	test_reserve_restock();
