@@ -66,6 +66,17 @@ static inline struct sm_node *chain_last(struct sm_node *first, uint32_t *count)
 	return first;
 }
 
+/* Pushes back what list_take_one met on the list when it gave the rest
+ * back (nodes pushed in between by a deeper handler or another thread).
+ * Out of line: rare, and it keeps the nested path's code short (every
+ * cache line of code is a miss in a signal handler). */
+static __attribute__((noinline, cold)) void list_push_raced(_Atomic(struct sm_node *) *list,
+                                                             struct sm_node *raced)
+{
+	uint32_t n;
+	list_push_chain(list, raced, chain_last(raced, &n));
+}
+
 /* Takes one node from an atomic list: take all, keep the first, give the
  * rest back. Giving back by exchange can meet nodes pushed in between
  * (by a deeper handler or another thread); those are pushed again. */
@@ -78,10 +89,8 @@ static inline struct sm_node *list_take_one(_Atomic(struct sm_node *) *list,
 	struct sm_node *rest = first->next;
 	if (rest) {
 		struct sm_node *raced = atomic_exchange_explicit(list, rest, memory_order_acq_rel);
-		if (raced) {
-			uint32_t n;
-			list_push_chain(list, raced, chain_last(raced, &n));
-		}
+		if (__builtin_expect(raced != NULL, 0))
+			list_push_raced(list, raced);
 	}
 	if (count) /* NULL: the caller keeps its own count */
 		atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);

@@ -499,7 +499,12 @@ static struct {
 } global_reserve[SM_NUM_CLASSES];
 static _Atomic uint32_t global_want; //! bit per class whose global reserve ran low
 
-static struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t align)
+/* Everything but the common case: the class's extra list was empty (or
+ * the request is aligned, or the thread has no cache). Out of line, so
+ * that the common case is a few cache lines of code (a handler runs them
+ * cold). */
+static sm_noinline struct sm_node *nested_take_slow(struct sm_cache *c, uint32_t cls,
+                                                    size_t align)
 {
 	uint32_t top = cls + SM_NESTED_CLIMB;
 	if (top >= SM_NUM_CLASSES)
@@ -526,6 +531,18 @@ static struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t alig
 	_sm_refiller_note_nested();
 	_sm_refiller_want();
 	return NULL;
+}
+
+/* The common case first: what this thread's handlers freed in this class. */
+static inline struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t align)
+{
+	if (sm_likely(c != cache_empty() && align <= 16)) {
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		struct sm_node *node = list_take_one(&sh->extra, &sh->extra_count);
+		if (sm_likely(node != NULL))
+			return node;
+	}
+	return nested_take_slow(c, cls, align);
 }
 
 /* One object of class cls (or up to SM_NESTED_CLIMB classes larger) from
