@@ -12,14 +12,17 @@
  *   _sm_refiller_request   owner slow path: atomic ops and at most one
  *                          futex syscall. Never blocks.
  *   _sm_refiller_request_nested
- *                          nested context (signal handler): atomic ops
- *                          only, no system call (a futex wake costs a
- *                          handler microseconds on a PTI machine: it was
- *                          the signal benchmark's p99.9). The thread sees
- *                          the request on its next tick: once handlers
- *                          have asked for anything, it ticks every
- *                          SM_TICK_MS; and the owner's next slow path
- *                          restocks its own reserves first (refill.c).
+ *                          nested context (signal handler): atomic ops,
+ *                          and a futex wake only if the thread is in its
+ *                          long (one second) sleep: a wake costs a handler
+ *                          microseconds on a PTI machine, so handlers
+ *                          leave the thread to find their requests on its
+ *                          next tick. While handlers have asked for
+ *                          anything within the last second, the thread
+ *                          ticks every SM_TICK_MS, so a handler wakes it
+ *                          at most once per quiet second. The owner's
+ *                          next slow path restocks its own reserves first
+ *                          (refill.c).
  *   _sm_refiller_maybe_start, _sm_refiller_adopt
  *                          owner at depth 1 / exiting thread.
  *   fork handlers          the forking thread (cache.c).
@@ -75,8 +78,11 @@ enum { REFILLER_IDLE, REFILLER_STARTING, REFILLER_RUNNING, REFILLER_FAILED };
 static _Atomic uint32_t refiller_state;     //! enum above
 static _Atomic uint32_t refiller_wanted;    //! a need arose; start on next slow path
 static _Atomic(struct sm_node *) requests;  //! caches with work, via request_link
-static _Atomic uint32_t sleeping;           //! futex word: 1 while the thread waits
-static _Atomic uint32_t nested_asked;       //! a handler asked for work: tick, no kick
+/* The futex word: the thread stores SLEEP_TICK or SLEEP_LONG before its
+ * last look for work and waits on that value; a waker exchanges it to 0. */
+enum { AWAKE = 0, SLEEP_TICK = 1, SLEEP_LONG = 2 };
+static _Atomic uint32_t sleeping;
+static _Atomic uint32_t nested_asked;       //! a handler asked since the thread last looked
 static pthread_mutex_t work_lock = PTHREAD_MUTEX_INITIALIZER;
 static int refiller_tc = SM_TCACHE_NONE;    //! the thread's explicit jemalloc tcache
 _Atomic uint64_t _sm_tick;                  //! coarse clock, written by the thread
@@ -131,24 +137,32 @@ void _sm_refiller_request(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t c
 		_sm_refiller_want();
 }
 
-/* A signal handler took from a reserve: from now on the thread ticks, so
- * that it finds the handlers' requests without being woken. */
+/* A signal handler took from a reserve. The thread ticks while handlers
+ * ask, so it finds their requests on its own; only from its long sleep is
+ * it woken (seq_cst: pairs with the thread's store of SLEEP_LONG before
+ * its last look for work, like _sm_refiller_kick). */
 void _sm_refiller_note_nested(void)
 {
 	if (!atomic_load_explicit(&nested_asked, memory_order_relaxed))
 		atomic_store_explicit(&nested_asked, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	uint32_t long_sleep = SLEEP_LONG;
+	if (atomic_load_explicit(&sleeping, memory_order_relaxed) == SLEEP_LONG &&
+	    atomic_compare_exchange_strong_explicit(&sleeping, &long_sleep, AWAKE,
+	                                            memory_order_relaxed, memory_order_relaxed))
+		futex_wake(&sleeping);
 }
 
 void _sm_refiller_request_nested(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls)
 {
 	atomic_fetch_or_explicit(mask, 1u << cls, memory_order_relaxed);
-	_sm_refiller_note_nested();
 	if (!_sm_refiller_running()) {
 		_sm_refiller_want();
 		return;
 	}
 	if (atomic_exchange_explicit(&c->queued, 1, memory_order_seq_cst) == 0)
 		list_push(&requests, &c->request_link);
+	_sm_refiller_note_nested();
 }
 
 /* ------------------------------------------------------------------------
@@ -351,7 +365,7 @@ static void *refiller_main(void *arg)
 	pthread_mutex_lock(&work_lock);
 	refiller_tc = _sm_backend_tcache_create();
 	pthread_mutex_unlock(&work_lock);
-	uint64_t last_tick_ms = now_ms(), last_alone_ms = last_tick_ms;
+	uint64_t last_tick_ms = now_ms(), last_alone_ms = last_tick_ms, last_nested_ms = 0;
 	bool ticking = true;
 	for (;;) {
 		pthread_mutex_lock(&work_lock);
@@ -370,20 +384,23 @@ static void *refiller_main(void *arg)
 		}
 		pthread_mutex_unlock(&work_lock);
 
-		atomic_store_explicit(&sleeping, 1, memory_order_seq_cst);
+		/* Waiting a tick while some cache may go idle or handlers asked
+		 * within the last second, else a second: a quiet process is not
+		 * woken ten times a second for nothing. At most once a second,
+		 * after a quiet wait, the thread looks whether it is the last one. */
+		if (atomic_exchange_explicit(&nested_asked, 0, memory_order_relaxed))
+			last_nested_ms = now_ms();
+		bool short_wait = ticking || now_ms() - last_nested_ms < 1000;
+		uint32_t how = short_wait ? SLEEP_TICK : SLEEP_LONG;
+		atomic_store_explicit(&sleeping, how, memory_order_seq_cst);
 		if (atomic_load_explicit(&requests, memory_order_seq_cst) ||
 		    atomic_load_explicit(&_sm_deferred_head, memory_order_relaxed) ||
 		    _sm_global_reserve_wanted()) {
 			atomic_store_explicit(&sleeping, 0, memory_order_relaxed);
 			continue;
 		}
-		/* Waiting a tick while some cache may go idle or handlers may have
-		 * asked for something, else a second: a quiet process is not woken
-		 * ten times a second for nothing. At most once a second, after a
-		 * quiet wait, the thread looks whether it is the last one. */
 		struct timespec tick = { 0, (long)SM_TICK_MS * 1000000L }, second = { 1, 0 };
-		bool short_wait = ticking || atomic_load_explicit(&nested_asked, memory_order_relaxed);
-		long rc = syscall(SYS_futex, &sleeping, FUTEX_WAIT_PRIVATE, 1,
+		long rc = syscall(SYS_futex, &sleeping, FUTEX_WAIT_PRIVATE, how,
 		                  short_wait ? &tick : &second, NULL, 0);
 		atomic_store_explicit(&sleeping, 0, memory_order_relaxed);
 		if (!ticking && rc != 0 && now_ms() - last_alone_ms >= 1000) {
