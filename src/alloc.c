@@ -157,20 +157,22 @@ static sm_noinline sm_cold void bad_pointer(const char *fn, void *p)
 /* free() of NULL, of a large object, of a foreign pointer, or of a class
  * object on a thread whose copy of _sm_base is not set yet (its first free
  * of one: the TLS image holds SM_BASE_UNSET, which puts every pointer out
- * of the class range). */
-static sm_noinline void free_other(void *p, uintptr_t slot)
+ * of the class range). The caller's slot is not trusted: it was computed
+ * from the copy, which a signal handler may have set since (its own first
+ * free), so the copy would now match while the slot is still the one of
+ * SM_BASE_UNSET. Always recomputed from the global base. */
+static sm_noinline void free_other(void *p)
 {
 	if (!p)
 		return;
 	struct sm_thread *t = &_sm_thread;
 	uintptr_t base = __atomic_load_n(&_sm_base, __ATOMIC_ACQUIRE);
-	if (t->base != base) {
+	if (t->base != base)
 		t->base = base; /* idempotent: a handler may do the same */
-		slot = slot_of(p);
-		if (slot < SM_NUM_CLASSES) {
-			free_class(p, slot);
-			return;
-		}
+	uintptr_t slot = slot_of(p);
+	if (slot < SM_NUM_CLASSES) {
+		free_class(p, slot);
+		return;
 	}
 	if (sm_unlikely(!slot_is_large(slot)))
 		bad_pointer("free", p);
@@ -198,7 +200,7 @@ __attribute__((hot)) void sm_free(void *p)
 	if (sm_likely(slot < SM_NUM_CLASSES))
 		free_class(p, slot);
 	else
-		free_other(p, slot);
+		free_other(p);
 }
 
 /* The size is only a hint: the address says everything. */

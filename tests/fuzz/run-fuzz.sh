@@ -13,8 +13,8 @@
 #                 from the seeds each time.
 #   SM_FUZZ_NO_TIMER=1  no interval-timer signals (for reproducing a crash:
 #                 `FUZZ_BIN ARTIFACT` runs one input)
-# Exit status: 0 nothing found; 77 no libFuzzer here (skipped); otherwise
-# libFuzzer's (a crash leaves crash-*, timeout-* or oom-* in artifacts/).
+# Exit status: 0 nothing found; 77 no libFuzzer here (skipped); 1 a finding
+# (a crash leaves crash-*, timeout-* or oom-* in artifacts/), or an error.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -47,8 +47,17 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}
 
 echo "run-fuzz: $bin for ${secs}s, corpus copy in $work/corpus"
+# libFuzzer's own exit code for a finding is 77 unless told otherwise, which
+# meson would count as a skip: findings exit 1 here.
+rm -f "$work/artifacts/"*
 "$bin" -max_total_time="$secs" -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
+	-error_exitcode=1 -timeout_exitcode=1 \
 	-artifact_prefix="$work/artifacts/" "$@" "$work/corpus" 2>&1 | tee "$work/fuzz.log"
 rc=${PIPESTATUS[0]}
-echo "run-fuzz: exit $rc; corpus now $(ls "$work/corpus" | wc -l) inputs; artifacts: $(ls "$work/artifacts" | wc -l)"
+found=$(ls "$work/artifacts" | wc -l)
+echo "run-fuzz: exit $rc; corpus now $(ls "$work/corpus" | wc -l) inputs; artifacts: $found"
+if [ "$rc" -eq 0 ] && [ "$found" -gt 0 ]; then
+	rc=1 # an artifact is a finding, whatever the exit code said
+fi
+[ "$rc" -eq 77 ] && rc=1 # never a skip once the fuzzer ran
 exit "$rc"
