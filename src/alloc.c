@@ -319,14 +319,17 @@ static void *realloc_move(void *p, size_t old, size_t size)
 /* The size a small object grows into when realloc must move it: a quarter
  * more than asked (tcmalloc's rule), so that growth by small steps (a
  * string appended to) copies once per 25 %, not at every class boundary;
- * never past the largest class for a request that fits one. The headroom is
- * the block's usable size (malloc_usable_size reports it). */
+ * never past the largest class. The headroom is the block's usable size
+ * (malloc_usable_size reports it). Only for requests that fit a class
+ * (large blocks have jemalloc's size classes; and size + size / 4 must not
+ * wrap for a huge request, which has to fail), and not in a nested call,
+ * whose reserves are small. */
 static inline size_t realloc_grown(size_t size)
 {
+	if (size > SM_MAX_SMALL || _sm_thread.depth != 0)
+		return size;
 	size_t grown = size + size / 4;
-	if (size <= SM_MAX_SMALL && grown > SM_MAX_SMALL)
-		grown = SM_MAX_SMALL;
-	return grown;
+	return grown > SM_MAX_SMALL ? SM_MAX_SMALL : grown;
 }
 
 /*

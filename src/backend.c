@@ -233,11 +233,19 @@ void _sm_backend_fork_child(void)
 }
 
 /* jemalloc's "experimental.batch_alloc" (5.3): n objects of one size in one
- * call, copied out of the tcache bin (or carved from fresh slabs for whole
- * slabs) instead of one mallocx() each. Looked up once at init; where the
- * jemalloc at hand lacks it, batch_mib_len stays 0 and refill falls back to
- * one mallocx() per object. Measured on the wave benchmark of
- * docs/PERFORMANCE.md ("Refill cost"). */
+ * call, copied out of the tcache bin instead of one mallocx() each.
+ * Looked up once at init; where the jemalloc at hand lacks it,
+ * batch_mib_len stays 0 and refill falls back to one mallocx() per object.
+ * Measured with docs/measure/wave.c (docs/PERFORMANCE.md, "Refill cost").
+ *
+ * A request for a whole slab's worth of objects or more makes batch_alloc
+ * carve them from fresh slabs (arena_fill_small_fresh), never from the
+ * free regions of slabs already in use: freed memory would not be reused,
+ * and a program that frees half of its blocks at random and allocates
+ * them again grew from 108 to 274 MB (256 B blocks). So each call asks for
+ * at most nregs - 1 objects (the class's objects per slab, from
+ * arenas.bin.<i>.nregs), and a class whose slab holds one object (4 KiB)
+ * does not use it at all. */
 #define SM_BATCH_CHUNK 64u
 
 struct batch_packet {
@@ -248,26 +256,52 @@ struct batch_packet {
 };
 static size_t batch_mib[2];
 static size_t batch_mib_len;
+static uint32_t batch_max[SM_NUM_CLASSES]; //! objects per batch_alloc call; 0: mallocx
 
 static void batch_alloc_lookup(void)
 {
 	size_t len = sizeof batch_mib / sizeof batch_mib[0];
-	if (mallctlnametomib("experimental.batch_alloc", batch_mib, &len) == 0)
-		batch_mib_len = len;
+	if (mallctlnametomib("experimental.batch_alloc", batch_mib, &len) != 0)
+		return;
+	unsigned nbins = 0;
+	size_t sz = sizeof nbins;
+	if (mallctl("arenas.nbins", &nbins, &sz, NULL, 0) != 0)
+		return;
+	for (unsigned i = 0; i < nbins; i++) {
+		char name[64];
+		size_t size = 0;
+		uint32_t nregs = 0;
+		sz = sizeof size;
+		_sm_format(name, sizeof name, "arenas.bin.%u.size", i);
+		if (mallctl(name, &size, &sz, NULL, 0) != 0)
+			continue;
+		sz = sizeof nregs;
+		_sm_format(name, sizeof name, "arenas.bin.%u.nregs", i);
+		if (mallctl(name, &nregs, &sz, NULL, 0) != 0)
+			continue;
+		for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
+			if (_sm_class_size[cls] == size && nregs > 1)
+				batch_max[cls] = nregs - 1 < SM_BATCH_CHUNK ? nregs - 1 : SM_BATCH_CHUNK;
+	}
+	batch_mib_len = len;
 }
 
-/* Up to n objects into ptrs (n <= SM_BATCH_CHUNK); returns how many. */
-static size_t alloc_some(size_t size, int flags, void **ptrs, size_t n)
+/* Up to n objects of class cls into ptrs (n <= SM_BATCH_CHUNK); returns
+ * how many. */
+static size_t alloc_some(uint32_t cls, int flags, void **ptrs, size_t n)
 {
-	if (sm_likely(batch_mib_len)) {
-		struct batch_packet packet = { ptrs, n, size, flags };
+	const size_t size = _sm_class_size[cls];
+	if (sm_likely(batch_mib_len && batch_max[cls])) {
+		struct batch_packet packet = { ptrs, n < batch_max[cls] ? n : batch_max[cls], size,
+		                               flags };
 		size_t filled = 0, len = sizeof filled;
 		if (mallctlbymib(batch_mib, batch_mib_len, &filled, &len, &packet,
 		                 sizeof packet) == 0 && filled)
 			return filled;
 	}
-	/* No batch call, or it declined (jemalloc declines when it is
-	 * "reentrant", which is also when it ignores our arena: misplaced). */
+	/* No batch call for this class, or it declined (jemalloc declines when
+	 * it is "reentrant", which is also when it ignores our arena:
+	 * misplaced). */
 	ptrs[0] = mallocx(size, flags);
 	return ptrs[0] != NULL;
 }
@@ -380,7 +414,6 @@ static sm_noinline sm_cold void misplaced(void *p)
 uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
                                  struct sm_node **last, int tc)
 {
-	const size_t size = _sm_class_size[cls];
 	unsigned arena = class_arena_get(cls);
 	const int flags = MALLOCX_ARENA(arena) | tcache_flag(tc);
 	struct sm_node *head = NULL, *tail = NULL;
@@ -390,7 +423,7 @@ uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **firs
 	void *ptrs[SM_BATCH_CHUNK];
 	while (got < n) {
 		size_t want = n - got < SM_BATCH_CHUNK ? n - got : SM_BATCH_CHUNK;
-		size_t filled = alloc_some(size, flags, ptrs, want);
+		size_t filled = alloc_some(cls, flags, ptrs, want);
 		if (sm_unlikely(!filled))
 			break;
 		size_t i = 0;
@@ -459,6 +492,14 @@ void _sm_backend_free_large(void *p, int tc)
 size_t _sm_backend_usable_large(void *p)
 {
 	return sallocx(p, 0);
+}
+
+/* Would a large block of `size` bytes have p's usable size (one jemalloc
+ * size class)? */
+bool _sm_backend_same_large_class(void *p, size_t size)
+{
+	size_t usable = sallocx(p, 0);
+	return size <= usable && nallocx(size, 0) == usable;
 }
 
 void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)

@@ -29,11 +29,13 @@
  * fork: prepare takes registry_lock (ours is registered after jemalloc's,
  * so it runs before jemalloc takes its own locks: registry_lock is always
  * taken before any jemalloc lock). In the child, the forking thread keeps
- * its cache; the other threads do not exist there, and their caches were
- * copied at arbitrary instants (page by page, while they ran), so their
- * contents cannot be trusted: the child resets those caches to empty and
- * FREE for reuse and leaks the objects they held, as jemalloc does with
- * the tcaches of those threads.
+ * its cache; the other threads do not exist there, and each may have
+ * been half way through a multi-step update of its private lists (a pop
+ * or a splice: head, count and links written one after another), so their
+ * caches cannot be trusted: the child resets them to empty and FREE for
+ * reuse and leaks the objects they held, as jemalloc does with the tcaches
+ * of those threads. Lock-less lists whose every update is one atomic step
+ * on the head (the deferred list) are whole in the child and are kept.
  */
 #include <pthread.h>
 #include <signal.h>

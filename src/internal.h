@@ -104,6 +104,7 @@ void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t are
                               int tc) sm_hidden;
 void _sm_backend_free_large(void *p, int tc) sm_hidden;
 size_t _sm_backend_usable_large(void *p) sm_hidden;
+bool _sm_backend_same_large_class(void *p, size_t size) sm_hidden;
 void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc) sm_hidden;
 void _sm_backend_purge(int tc) sm_hidden;
 uint32_t _sm_backend_large_arena(uint32_t seq) sm_hidden;

@@ -396,10 +396,15 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 	uint32_t n = bucket_take(b, cls, b->batch, &first, &last);
 	if (_sm_depot_put(cls, first, n))
 		return; /* for the next thread that runs empty */
-	if (_sm_refiller_running()) {
+	struct sm_bucket_shared *sh = &c->shared[cls];
+	if (_sm_refiller_running() &&
+	    atomic_load_explicit(&sh->outbox_count, memory_order_relaxed) < (int32_t)s->high_cap) {
 		/* Hand the batch to the refill thread: jemalloc's work leaves
-		 * this thread. */
-		struct sm_bucket_shared *sh = &c->shared[cls];
+		 * this thread. Bounded: a thread that frees faster than the
+		 * refill thread returns blocks to jemalloc (a wave of frees;
+		 * the thread also walks each outbox it takes) does the rest
+		 * itself. Without the bound, the outbox of a test freeing 100k
+		 * blocks of 256 B per round grew to 98k blocks (+25 MB). */
 		atomic_fetch_add_explicit(&sh->outbox_count, (int32_t)n, memory_order_relaxed);
 		list_push_chain(&sh->outbox, first, last);
 		_sm_refiller_request(c, &c->trim_want, cls);
@@ -455,11 +460,11 @@ void _sm_large_free(void *p)
 
 void *_sm_large_realloc(void *p, size_t size)
 {
-	/* Still fits, and fills more than half: nothing to do. One lookup
-	 * (sallocx) instead of rallocx's whole path: append-style growth
-	 * crosses a jemalloc size class (4 per doubling) only every 12-25 %. */
-	size_t usable = _sm_backend_usable_large(p);
-	if (size <= usable && size > usable / 2)
+	/* Still in the block's jemalloc size class: nothing to do, with one
+	 * lookup instead of rallocx's whole path (append-style growth crosses
+	 * a large size class, 4 per doubling, only every 12-25 %). A shrink to
+	 * a smaller class goes to rallocx, which gives the tail back. */
+	if (_sm_backend_same_large_class(p, size))
 		return p;
 	struct sm_thread *t = &_sm_thread;
 	struct sm_cache *c = cache_for_large(t);

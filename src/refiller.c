@@ -365,6 +365,16 @@ static void *refiller_main(void *arg)
 	pthread_mutex_lock(&work_lock);
 	refiller_tc = _sm_backend_tcache_create();
 	pthread_mutex_unlock(&work_lock);
+	/* Requests made before the thread ran (while it was STARTING, callers
+	 * only set their mask bits, _sm_refiller_request) are on no list:
+	 * queue every cache that has one. The registry only grows, and its
+	 * links are written once: safe to walk without the lock. */
+	for (struct sm_cache *c = _sm_registry_first(); c; c = c->next_all)
+		if (atomic_load_explicit(&c->refill_want, memory_order_relaxed) |
+		    atomic_load_explicit(&c->trim_want, memory_order_relaxed) |
+		    atomic_load_explicit(&c->reserve_want, memory_order_relaxed))
+			if (atomic_exchange_explicit(&c->queued, 1, memory_order_seq_cst) == 0)
+				list_push(&requests, &c->request_link);
 	uint64_t last_tick_ms = now_ms(), last_alone_ms = last_tick_ms, last_nested_ms = 0;
 	bool ticking = true;
 	for (;;) {
