@@ -28,6 +28,8 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
+
+#include "clock.h"
 #include <unistd.h>
 
 #define CAP 200000
@@ -46,12 +48,6 @@ static uint64_t xorshift(uint64_t *s)
 	return *s;
 }
 
-static inline uint64_t now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 static void handler(int sig)
 {

@@ -11,19 +11,15 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1e9 + t.tv_nsec;
-}
+#include "clock.h"
+
 
 int main(int argc, char **argv)
 {
 	size_t size = argc > 1 ? strtoul(argv[1], NULL, 0) : 64;
 	long n = argc > 2 ? atol(argv[2]) : 20000000;
 	uintptr_t sum = 0;
-	double t0 = now_ns();
+	uint64_t t0 = now_ns();
 	for (long i = 0; i < n; i++) {
 		char *p = malloc(size);
 		__asm__ volatile("" : : "r"(p) : "memory");
@@ -31,6 +27,6 @@ int main(int argc, char **argv)
 		sum += (uintptr_t)p >> 4;
 		free(p);
 	}
-	printf("%.2f\n", (now_ns() - t0) / n);
+	printf("%.2f\n", (double)(now_ns() - t0) / n);
 	return (int)(sum & 1);
 }

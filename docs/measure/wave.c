@@ -11,12 +11,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1e9 + t.tv_nsec;
-}
+#include "clock.h"
+
 
 int main(int argc, char **argv)
 {
@@ -28,18 +24,18 @@ int main(int argc, char **argv)
 		return 1;
 	double alloc_ns = 0, free_ns = 0;
 	for (int r = 0; r < rounds; r++) {
-		double t0 = now_ns();
+		uint64_t t0 = now_ns();
 		for (size_t i = 0; i < n; i++) {
 			v[i] = malloc(size);
 			*(volatile char *)v[i] = 1;
 		}
-		double t1 = now_ns();
+		uint64_t t1 = now_ns();
 		for (size_t i = 0; i < n; i++)
 			free(v[i]);
-		double t2 = now_ns();
+		uint64_t t2 = now_ns();
 		if (r > 0) {
-			alloc_ns += t1 - t0;
-			free_ns += t2 - t1;
+			alloc_ns += (double)(t1 - t0);
+			free_ns += (double)(t2 - t1);
 		}
 	}
 	printf("alloc %.1f ns/block, free %.1f ns/block\n", alloc_ns / (rounds - 1) / n,
