@@ -451,16 +451,22 @@ uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **firs
 	return got;
 }
 
-void _sm_backend_free_chain(uint32_t cls, struct sm_node *node, int tc)
+/* Frees a NULL-terminated chain; returns its length (one walk: callers
+ * need not count it first). Objects may be poisoned (ASan builds): each is
+ * unpoisoned before its link is read. */
+uint32_t _sm_backend_free_chain(uint32_t cls, struct sm_node *node, int tc)
 {
 	const size_t size = _sm_class_size[cls];
 	const int flags = tcache_flag(tc);
+	uint32_t n = 0;
 	while (node) {
-		struct sm_node *next = node->next;
 		sm_unpoison(node, size);
+		struct sm_node *next = node->next;
 		sdallocx(node, size, flags);
 		node = next;
+		n++;
 	}
+	return n;
 }
 
 void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena, int tc)

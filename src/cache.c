@@ -210,14 +210,7 @@ void _sm_cache_flush(struct sm_cache *c, int tc)
 		struct sm_bucket *b = &c->bucket[cls];
 		struct sm_bucket_shared *sh = &c->shared[cls];
 		if (b->count) {
-			struct sm_node *node = b->head;
-			/* Unpoison while walking (ASan builds), then free all. */
-			for (struct sm_node *n = node; n;) {
-				sm_unpoison(n, _sm_class_size[cls]);
-				n = n->next;
-			}
-			c->slow[cls].objects_trimmed += b->count;
-			_sm_backend_free_chain(cls, node, tc);
+			c->slow[cls].objects_trimmed += _sm_backend_free_chain(cls, b->head, tc);
 			b->head = NULL;
 			b->count = 0;
 		}
@@ -229,11 +222,9 @@ void _sm_cache_flush(struct sm_cache *c, int tc)
 		for (int i = 0; i < 4; i++) {
 			struct sm_node *chain = list_take_all(lists[i]);
 			if (chain) {
-				uint32_t n;
-				chain_last(chain, &n);
+				uint32_t n = _sm_backend_free_chain(cls, chain, tc);
 				atomic_fetch_sub_explicit(counts[i], (int32_t)n, memory_order_relaxed);
 				c->slow[cls].objects_trimmed += n;
-				_sm_backend_free_chain(cls, chain, tc);
 			}
 		}
 	}

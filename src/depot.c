@@ -68,18 +68,24 @@ bool _sm_depot_put(uint32_t cls, struct sm_node *first, uint32_t n)
 	return true;
 }
 
+/* A batch taken off the depot list back into a plain chain of
+ * class_batch(cls) objects, uncounted. */
+static struct sm_node *unpack(uint32_t cls, struct sm_node *link)
+{
+	struct batch *b = (struct batch *)link;
+	atomic_fetch_sub_explicit(&depot[cls].count, (int32_t)class_batch(cls), memory_order_relaxed);
+	b->link.next = b->rest;
+	return &b->link;
+}
+
 struct sm_node *_sm_depot_get(uint32_t cls, uint32_t *n)
 {
 	struct sm_node *link = list_take_one(&depot[cls].list, NULL); /* counts objects below */
 	if (!link)
 		return NULL;
-	struct batch *b = (struct batch *)link;
-	uint32_t count = class_batch(cls);
-	atomic_fetch_sub_explicit(&depot[cls].count, (int32_t)count, memory_order_relaxed);
 	atomic_store_explicit(&depot[cls].last_take, atomic_load(&_sm_tick), memory_order_relaxed);
-	b->link.next = b->rest;
-	*n = count;
-	return &b->link;
+	*n = class_batch(cls);
+	return unpack(cls, link);
 }
 
 int32_t _sm_depot_held(uint32_t cls)
@@ -96,13 +102,9 @@ void _sm_depot_release_idle(uint64_t now, uint64_t idle_ticks, int tc)
 		    now - atomic_load_explicit(&depot[cls].last_take, memory_order_relaxed) < idle_ticks)
 			continue;
 		struct sm_node *link = list_take_all(&depot[cls].list);
-		uint32_t count = class_batch(cls);
 		while (link) {
 			struct sm_node *next = link->next;
-			struct batch *b = (struct batch *)link;
-			b->link.next = b->rest;
-			atomic_fetch_sub_explicit(&depot[cls].count, (int32_t)count, memory_order_relaxed);
-			_sm_backend_free_chain(cls, &b->link, tc);
+			_sm_backend_free_chain(cls, unpack(cls, link), tc);
 			link = next;
 		}
 	}

@@ -99,7 +99,7 @@ void _sm_backend_tcache_flush(int tc) sm_hidden;
 /* Allocates up to n objects of class cls as a chain; returns its length. */
 uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
                                  struct sm_node **last, int tc) sm_hidden;
-void _sm_backend_free_chain(uint32_t cls, struct sm_node *first, int tc) sm_hidden;
+uint32_t _sm_backend_free_chain(uint32_t cls, struct sm_node *first, int tc) sm_hidden;
 void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena,
                               int tc) sm_hidden;
 void _sm_backend_free_large(void *p, int tc) sm_hidden;
@@ -159,9 +159,11 @@ bool _sm_refiller_running(void) sm_hidden;
 bool _sm_refiller_wanted(void) sm_hidden;
 void _sm_refiller_want(void) sm_hidden;
 void _sm_refiller_start_slow(void) sm_hidden sm_noinline sm_cold;
-/* Sets bit cls in *mask (a mask of cache c) and queues c; any context. */
+/* Sets bit cls in *mask (a mask of cache c), queues c and wakes the thread;
+ * owner or exiting thread, not nested. */
 void _sm_refiller_request(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls) sm_hidden;
-/* The same from a nested context: no system call; served on the thread's next tick. */
+/* The same from a nested context: served on the thread's next tick; a futex
+ * wake only when the thread is in its one-second sleep (refiller.c). */
 void _sm_refiller_request_nested(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls) sm_hidden;
 void _sm_refiller_note_nested(void) sm_hidden;
 bool _sm_refiller_adopt(struct sm_cache *c) sm_hidden;

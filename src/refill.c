@@ -57,21 +57,26 @@ static inline struct sm_cache *cache_empty(void)
  * Private list helpers (owner only)
  * ---------------------------------------------------------------------- */
 
+/* ASan builds: objects on a private list are poisoned (issue 4); the n
+ * objects from first on are about to join one. Nothing in other builds. */
+static void poison_chain(struct sm_node *first, uint32_t n, uint32_t cls)
+{
+	if (!SM_ASAN)
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		struct sm_node *next = first->next;
+		sm_poison(first, _sm_class_size[cls]);
+		first = next;
+	}
+}
+
 void _sm_bucket_splice(struct sm_bucket *b, uint32_t cls, struct sm_node *first,
                        struct sm_node *last, uint32_t n)
 {
 	last->next = b->head;
 	b->head = first;
 	b->count += n;
-	if (SM_ASAN) { /* objects on a private list are poisoned (issue 4) */
-		struct sm_node *node = first;
-		for (uint32_t i = 0; i < n; i++) {
-			struct sm_node *next = node->next;
-			sm_poison(node, _sm_class_size[cls]);
-			node = next;
-		}
-	}
-	(void)cls;
+	poison_chain(first, n, cls);
 }
 
 /* Detaches up to n objects from the head of a private list. */
@@ -296,12 +301,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 			/* A batch another thread trimmed: no jemalloc at all. */
 			b->head = batch;
 			b->count = got;
-			if (SM_ASAN)
-				for (struct sm_node *n = batch; n;) {
-					struct sm_node *next = n->next;
-					sm_poison(n, _sm_class_size[cls]);
-					n = next;
-				}
+			poison_chain(batch, got, cls);
 		}
 		if (b->count == 0) {
 			/* The refill thread is late or absent: a synchronous miss. The

@@ -120,21 +120,38 @@ void _sm_refiller_kick(void)
 		futex_wake(&sleeping);
 }
 
-/* Queues c on the request list (once) and wakes the thread if it sleeps. */
-static void queue_cache(struct sm_cache *c)
+/* Puts c on the request list, at most once (`queued`); wakes nobody. Any
+ * context: one exchange and a lock-less push. */
+static void enqueue_cache(struct sm_cache *c)
 {
 	if (atomic_exchange_explicit(&c->queued, 1, memory_order_seq_cst) == 0)
 		list_push(&requests, &c->request_link);
+}
+
+/* Queues c and wakes the thread if it sleeps. */
+static void queue_cache(struct sm_cache *c)
+{
+	enqueue_cache(c);
 	_sm_refiller_kick();
+}
+
+/* Sets bit cls in *mask and queues c; false when no thread runs yet (then
+ * it is wanted, and it queues every cache with a bit set when it starts). */
+static bool mark_and_enqueue(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls)
+{
+	atomic_fetch_or_explicit(mask, 1u << cls, memory_order_relaxed);
+	if (!_sm_refiller_running()) {
+		_sm_refiller_want();
+		return false;
+	}
+	enqueue_cache(c);
+	return true;
 }
 
 void _sm_refiller_request(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls)
 {
-	atomic_fetch_or_explicit(mask, 1u << cls, memory_order_relaxed);
-	if (_sm_refiller_running())
-		queue_cache(c);
-	else
-		_sm_refiller_want();
+	if (mark_and_enqueue(c, mask, cls))
+		_sm_refiller_kick();
 }
 
 /* A signal handler took from a reserve. The thread ticks while handlers
@@ -155,14 +172,8 @@ void _sm_refiller_note_nested(void)
 
 void _sm_refiller_request_nested(struct sm_cache *c, _Atomic uint32_t *mask, uint32_t cls)
 {
-	atomic_fetch_or_explicit(mask, 1u << cls, memory_order_relaxed);
-	if (!_sm_refiller_running()) {
-		_sm_refiller_want();
-		return;
-	}
-	if (atomic_exchange_explicit(&c->queued, 1, memory_order_seq_cst) == 0)
-		list_push(&requests, &c->request_link);
-	_sm_refiller_note_nested();
+	if (mark_and_enqueue(c, mask, cls))
+		_sm_refiller_note_nested();
 }
 
 /* ------------------------------------------------------------------------
@@ -204,10 +215,8 @@ static uint32_t release_list(uint32_t cls, _Atomic(struct sm_node *) *list,
 	struct sm_node *chain = list_take_all(list);
 	if (!chain)
 		return 0;
-	uint32_t n;
-	chain_last(chain, &n);
+	uint32_t n = _sm_backend_free_chain(cls, chain, refiller_tc); /* one walk */
 	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
-	_sm_backend_free_chain(cls, chain, refiller_tc);
 	return n;
 }
 
@@ -373,8 +382,7 @@ static void *refiller_main(void *arg)
 		if (atomic_load_explicit(&c->refill_want, memory_order_relaxed) |
 		    atomic_load_explicit(&c->trim_want, memory_order_relaxed) |
 		    atomic_load_explicit(&c->reserve_want, memory_order_relaxed))
-			if (atomic_exchange_explicit(&c->queued, 1, memory_order_seq_cst) == 0)
-				list_push(&requests, &c->request_link);
+			enqueue_cache(c);
 	uint64_t last_tick_ms = now_ms(), last_alone_ms = last_tick_ms, last_nested_ms = 0;
 	bool ticking = true;
 	for (;;) {
@@ -398,9 +406,10 @@ static void *refiller_main(void *arg)
 		 * within the last second, else a second: a quiet process is not
 		 * woken ten times a second for nothing. At most once a second,
 		 * after a quiet wait, the thread looks whether it is the last one. */
+		uint64_t now = now_ms();
 		if (atomic_exchange_explicit(&nested_asked, 0, memory_order_relaxed))
-			last_nested_ms = now_ms();
-		bool short_wait = ticking || now_ms() - last_nested_ms < 1000;
+			last_nested_ms = now;
+		bool short_wait = ticking || now - last_nested_ms < 1000;
 		uint32_t how = short_wait ? SLEEP_TICK : SLEEP_LONG;
 		atomic_store_explicit(&sleeping, how, memory_order_seq_cst);
 		if (atomic_load_explicit(&requests, memory_order_seq_cst) ||
