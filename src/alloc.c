@@ -17,10 +17,12 @@
  *   d > 0   nested: a signal handler interrupted an allocator call on this
  *           thread (at any depth). It must not touch the private lists (the
  *           owner may be half way through a pop) nor call jemalloc (the
- *           owner may hold its locks). It uses only the bucket's atomic lists
- *           (lockless.h): an allocation takes one object from extra or
- *           reserve, else returns NULL with errno = ENOMEM; a free pushes
- *           onto extra and cannot fail.
+ *           owner may hold its locks). It uses the thread's nested stock
+ *           in TLS (tlslist.h: shared with this thread's handlers only)
+ *           and, when that is empty, the bucket's atomic lists
+ *           (lockless.h): an allocation takes one object, else returns NULL
+ *           with errno = ENOMEM; a free pushes onto the stock and cannot
+ *           fail.
  *
  *   Leaving restores depth after a second fence. Handlers nest strictly
  *   (LIFO), so a handler has restored depth before the code it interrupted
@@ -32,9 +34,10 @@
  *   private:  head -> [obj] -> [obj] -> ... (count)     owner, depth 1 only
  *             malloc pops while count > low_mark, free pushes while
  *             count < high_mark; crossing either mark goes to refill.c.
- *   atomic:   extra    nested frees             (any context pushes)
- *             reserve  stock for nested mallocs (owner / refill thread push)
+ *   TLS:      stock    nested frees, topped up by the owner (this thread only)
+ *   atomic:   reserve  for nested mallocs once the stock is empty
  *             inbox    refills from the refill thread
+ *             outbox   trimmed batches for the refill thread
  *
  * Objects carry no header: free() computes the class from the address
  * (backend.c lays every class out in its own 64 GiB slot). A free object's
@@ -57,12 +60,13 @@
 /* The thread's state. The cache pointer starts at the sentinel, whose marks
  * are 0, so that a new thread's first malloc and free miss into the slow
  * path, which sets the thread up: the fast path has no init check. */
-__thread struct sm_thread _sm_thread sm_tls __attribute__((aligned(512))) = {
+__thread struct sm_thread _sm_thread sm_tls __attribute__((aligned(4096))) = {
 	.cache = (struct sm_cache *)&_sm_cache_empty,
 	.base = SM_BASE_UNSET,
 	.class_of_units = SM_CLASS_OF_UNITS,
 };
-_Static_assert(sizeof(struct sm_thread) <= 512, "the thread state fits in one page");
+/* Aligned to its size rounded up to a power of two: never across a page. */
+_Static_assert(sizeof(struct sm_thread) <= 4096, "the thread state fits in one page");
 
 #define SM_PAGE 4096u /* jemalloc's LG_PAGE as Debian builds it */
 

@@ -187,7 +187,15 @@ struct sm_cache *_sm_thread_setup(void)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	struct sm_cache *c = _sm_init() ? cache_acquire() : NULL;
 	if (c) {
+		/* The nested stock lives in this thread's TLS, which starts empty
+		 * even when the cache is an exited thread's: the first use of
+		 * each class stocks it (refill.c). */
+		c->used_mask = 0;
+		uint32_t r = _sm_options.reserve;
+		t->stock_slots = r < SM_STOCK_SLOTS ? r : SM_STOCK_SLOTS;
+		t->stock_more = (int32_t)(r - t->stock_slots);
 		t->cache = c;
+		sm_signal_fence(); /* a handler that sees LIVE sees the cache */
 		t->state = SM_THREAD_LIVE;
 		/* pthread_setspecific may call calloc (for keys past the first
 		 * 32). Let it, at depth 0: the cache is complete and this slow
@@ -215,11 +223,10 @@ void _sm_cache_flush(struct sm_cache *c, int tc)
 			b->count = 0;
 		}
 		b->high_mark = c->slow[cls].high_default;
-		_Atomic(struct sm_node *) *lists[] = { &sh->extra, &sh->reserve, &sh->inbox,
-		                                       &sh->outbox };
-		_Atomic int32_t *counts[] = { &sh->extra_count, &sh->reserve_count, &sh->inbox_count,
+		_Atomic(struct sm_node *) *lists[] = { &sh->reserve, &sh->inbox, &sh->outbox };
+		_Atomic int32_t *counts[] = { &sh->reserve_count, &sh->inbox_count,
 		                              &sh->outbox_count };
-		for (int i = 0; i < 4; i++) {
+		for (int i = 0; i < 3; i++) {
 			struct sm_node *chain = list_take_all(lists[i]);
 			if (chain) {
 				uint32_t n = _sm_backend_free_chain(cls, chain, tc);
@@ -239,10 +246,14 @@ static void thread_exit(void *arg)
 	t->depth++;
 	sm_signal_fence();
 	if (t->cache == c) {
-		/* From here on this thread, and its handlers, use no cache. */
-		t->cache = (struct sm_cache *)&_sm_cache_empty;
+		/* From here on this thread, and its handlers, use no cache and no
+		 * stock: DEAD first (a handler that sees LIVE still finds the
+		 * cache), then the stock goes onto the cache's reserves. */
 		t->state = SM_THREAD_DEAD;
 		sm_signal_fence();
+		t->cache = (struct sm_cache *)&_sm_cache_empty;
+		sm_signal_fence();
+		_sm_stock_hand_over(t, c);
 		/* The refill thread returns it all to jemalloc; without one, this
 		 * thread does, bypassing its jemalloc tcache that is going away. */
 		if (!_sm_refiller_adopt(c)) {

@@ -9,15 +9,16 @@
  *                                     the registry lock (thread set-up).
  *                                     They leave depth at 0 (alloc/free slow)
  *                                     or to the caller (large, trim).
- *   _sm_nested_alloc, _sm_nested_free a signal handler, depth >= 2: atomic
- *                                     lists only (lockless.h). No lock, no
+ *   _sm_nested_alloc, _sm_nested_free a signal handler, depth >= 2: the
+ *                                     thread's stock (tlslist.h), then atomic
+ *                                     lists (lockless.h). No lock, no
  *                                     jemalloc, no libc call but memcpy-free
  *                                     pointer work. They decrement depth.
  *   _sm_deferred_push                 any context: one lock-free push.
  *
  * Refill (bucket empty, at depth 1), in order of cost:
- *   1. extra: objects that nested frees left on this thread;
- *   2. inbox: a batch the refill thread delivered;
+ *   1. inbox: a batch the refill thread delivered;
+ *   2. depot: a batch another thread trimmed;
  *   3. jemalloc: `batch` objects through this thread's jemalloc tcache
  *      (a "synchronous miss"). The owner is provably not inside jemalloc:
  *      every way into jemalloc passes the depth counter.
@@ -26,18 +27,25 @@
  * thread that keeps more objects live caches more; once at the cap, `batch`
  * objects go back to jemalloc.
  *
- * Nested reserve: each class this thread has used keeps up to
- * _sm_options.reserve objects on `reserve` for its signal handlers. A
- * nested allocation takes from `extra` first (what handlers freed), then
- * `reserve`, and may climb to a larger class (free finds the class by
- * address, so any class that fits serves). Taking from `reserve` sets the
- * class's bit in reserve_want; the owner's next slow path restocks it.
+ * Nested stock: each class this thread has used keeps about
+ * _sm_options.reserve objects in the thread's TLS for its signal handlers
+ * (struct sm_thread, tlslist.h). Nested frees push there, nested mallocs
+ * take from there; a nested malloc that leaves fewer than the reserve, or a
+ * free that leaves more than twice it, sets the class's bit in stock_want,
+ * and the owner's next slow path tops the stock up from its private list or
+ * takes the excess back (stock_rebalance). Only when the stock is empty
+ * does a nested malloc go further: the stocks of up to SM_NESTED_CLIMB
+ * larger classes (free finds the class by address, so any class that fits
+ * serves), the cache's atomic `reserve` (restocked by the refill thread on
+ * request, for an owner that runs no slow path), then the process-wide
+ * reserve.
  */
 #include <string.h>
 #include <time.h>
 
 #include "internal.h"
 #include "lockless.h"
+#include "tlslist.h"
 
 /* Nested allocations may be served from this many larger classes. */
 #define SM_NESTED_CLIMB 4u
@@ -186,8 +194,140 @@ static void trim_after_idle(struct sm_cache *c)
 	}
 }
 
+/* ------------------------------------------------------------------------
+ * The nested stock, owner side (depth 1). The stock is shared with this
+ * thread's signal handlers, so every change is a tlslist.h operation.
+ * ---------------------------------------------------------------------- */
+
+static inline uint32_t stock_slots_full(struct sm_stock *s)
+{
+	return tls_slots_count(tls_state_load(&s->state));
+}
+
+/* Objects in the stock of a class (approximate: statistics). */
+static inline int32_t stock_held(struct sm_stock *s)
+{
+	return (int32_t)stock_slots_full(s) + s->more_count;
+}
+
+/* Adds n objects to the stock of cls, the first `slots` of them into slots:
+ * from the private list while it holds more than n, else from jemalloc. */
+static void stock_fill(struct sm_thread *t, struct sm_cache *c, uint32_t cls, uint32_t slots,
+                       uint32_t n)
+{
+	struct sm_bucket *b = &c->bucket[cls];
+	struct sm_node *first, *last;
+	uint32_t got;
+	if (b->count > n) {
+		got = bucket_take(b, cls, n, &first, &last);
+	} else {
+		got = _sm_backend_alloc_batch(cls, n, &first, &last, c->tcache);
+		c->slow[cls].objects_refilled += got;
+	}
+	struct sm_stock *s = &t->stock[cls];
+	/* A handler may fill slots meanwhile: what finds none goes on more. */
+	for (; got && slots; got--, slots--) {
+		struct sm_node *next = first->next;
+		if (!tls_slots_put(&s->state, s->slot, first))
+			break;
+		first = next;
+	}
+	if (!got)
+		return;
+	tls_push_chain(&s->more, first, last);
+	tls_add32(&s->more_count, (int32_t)got);
+}
+
+/* The classes in stock_want back to the reserve: `more` above its share
+ * goes onto the private list (the next trim returns it if that is too
+ * much), then slots and `more` below their share are topped up. */
+static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
+{
+	uint32_t want = __atomic_load_n(&t->stock_want, __ATOMIC_RELAXED);
+	tls_andnot32(&t->stock_want, want); /* keeps bits a handler sets meanwhile */
+	while (want) {
+		uint32_t cls = (uint32_t)__builtin_ctz(want);
+		want &= want - 1;
+		struct sm_stock *s = &t->stock[cls];
+		if (s->more_count > t->stock_more) {
+			struct sm_node *chain = tls_take_all(&s->more);
+			if (chain) {
+				uint32_t n;
+				struct sm_node *last = chain_last(chain, &n);
+				tls_add32(&s->more_count, -(int32_t)n);
+				_sm_bucket_splice(&c->bucket[cls], cls, chain, last, n);
+			}
+		}
+		uint32_t full = stock_slots_full(s);
+		uint32_t slots = t->stock_slots > full ? t->stock_slots - full : 0;
+		uint32_t more = t->stock_more > s->more_count ? (uint32_t)(t->stock_more - s->more_count) : 0;
+		if (slots + more)
+			stock_fill(t, c, cls, slots, slots + more);
+		atomic_store_explicit(&c->shared[cls].stock_held, stock_held(s), memory_order_relaxed);
+	}
+}
+
+/* Moves the nested statistics counted in TLS into the cache, where
+ * sm_stats reads them (it cannot read another thread's TLS). Each TLS
+ * counter loses exactly what was read, in one instruction, so a handler's
+ * increment in between is kept for the next fold. */
+static void fold_counter(uint64_t *tls, _Atomic uint64_t *cache)
+{
+	uint64_t v = __atomic_load_n(tls, __ATOMIC_RELAXED);
+	if (!v)
+		return;
+	tls_add64(tls, -v);
+	atomic_store_explicit(cache, atomic_load_explicit(cache, memory_order_relaxed) + v,
+	                      memory_order_relaxed);
+}
+
+void _sm_nested_stats_fold(struct sm_thread *t, struct sm_cache *c)
+{
+	uint32_t dirty = __atomic_load_n(&t->stats_dirty, __ATOMIC_RELAXED);
+	tls_andnot32(&t->stats_dirty, dirty);
+	while (dirty) {
+		uint32_t cls = (uint32_t)__builtin_ctz(dirty);
+		dirty &= dirty - 1;
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		fold_counter(&t->stock[cls].nested_allocs, &sh->nested_allocs);
+		fold_counter(&t->stock[cls].nested_frees, &sh->nested_frees);
+		atomic_store_explicit(&sh->stock_held, stock_held(&t->stock[cls]), memory_order_relaxed);
+	}
+}
+
+/* Thread exit, after the thread stopped using its stock (state DEAD: its
+ * handlers use the process-wide lists from now on): every stock goes onto
+ * the cache's reserve, where a thread that claims the cache finds it, or
+ * the refill thread's flush returns it. */
+void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
+{
+	_sm_nested_stats_fold(t, c);
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		struct sm_stock *s = &t->stock[cls];
+		struct sm_node *chain = tls_take_all(&s->more), *p;
+		while ((p = tls_slots_take(&s->state, s->slot)) != NULL) {
+			p->next = chain;
+			chain = p;
+		}
+		tls_add32(&s->more_count, -s->more_count);
+		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
+		if (!chain)
+			continue;
+		uint32_t n;
+		struct sm_node *last = chain_last(chain, &n);
+		struct sm_bucket_shared *sh = &c->shared[cls];
+		atomic_fetch_add_explicit(&sh->reserve_count, (int32_t)n, memory_order_relaxed);
+		list_push_chain(&sh->reserve, chain, last);
+	}
+}
+
 static inline void housekeeping(struct sm_cache *c)
 {
+	struct sm_thread *t = &_sm_thread;
+	if (sm_unlikely(t->stock_want != 0))
+		stock_rebalance(t, c);
+	if (sm_unlikely(t->stats_dirty != 0))
+		_sm_nested_stats_fold(t, c);
 	if (sm_unlikely(atomic_load_explicit(&deferred, memory_order_relaxed) != NULL))
 		_sm_deferred_drain(c->tcache);
 	if (sm_unlikely(atomic_load_explicit(&c->reserve_want, memory_order_relaxed) != 0))
@@ -293,7 +433,6 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		_sm_refiller_request(c, &c->refill_want, cls);
 	} else {
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		bucket_take_list(b, cls, &sh->extra, &sh->extra_count);
 		bucket_take_list(b, cls, &sh->inbox, &sh->inbox_count);
 		uint32_t got;
 		struct sm_node *batch;
@@ -325,10 +464,10 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		}
 		uint32_t bit = 1u << cls;
 		if (!(c->used_mask & bit)) {
-			/* First use of the class: give its handlers a reserve. */
+			/* First use of the class: give its handlers a stock. */
 			c->used_mask |= bit;
-			atomic_fetch_or_explicit(&c->reserve_want, bit, memory_order_relaxed);
-			_sm_reserve_restock(c, true, c->tcache);
+			tls_or32(&t->stock_want, bit);
+			stock_rebalance(t, c);
 		}
 	}
 	struct sm_node *node = b->head;
@@ -504,30 +643,64 @@ static struct {
 } global_reserve[SM_NUM_CLASSES];
 static _Atomic uint32_t global_want; //! bit per class whose global reserve ran low
 
-/* Everything but the common case: the class's extra list was empty (or
- * the request is aligned, or the thread has no cache). Out of line, so
- * that the common case is a few cache lines of code (a handler runs them
- * cold). */
-static sm_noinline struct sm_node *nested_take_slow(struct sm_cache *c, uint32_t cls,
+static inline bool class_fits(uint32_t k, size_t align)
+{
+	return align <= 16 || _sm_class_size[k] % align == 0;
+}
+
+/* One object from the stock of class k: a slot, else `more`. Either asks
+ * the owner's next slow path to look at the class (stock_rebalance tops it
+ * up if it is short): one `or`, cheaper here than counting. */
+static inline struct sm_node *stock_take(struct sm_thread *t, uint32_t k)
+{
+	struct sm_stock *s = &t->stock[k];
+	tls_or32(&t->stock_want, 1u << k);
+	struct sm_node *node = tls_slots_take(&s->state, s->slot);
+	if (sm_likely(node != NULL))
+		return node;
+	node = tls_take_one(&s->more);
+	if (node)
+		tls_add32(&s->more_count, -1);
+	return node;
+}
+
+/* Everything but the common case: the class's stock was empty (or the
+ * request is aligned, or the thread has no cache). Out of line, so that
+ * the common case is a few cache lines of code (a handler runs them cold).
+ * The stocks of larger classes first (this thread's own, no locked
+ * instruction), then the cache's atomic reserves, then the process-wide
+ * reserve. A thread that is not LIVE (no cache yet, or exiting) has an
+ * empty stock and no cache to speak of: process-wide reserve only. */
+static sm_noinline struct sm_node *nested_take_slow(struct sm_thread *t, uint32_t cls,
                                                     size_t align)
 {
 	uint32_t top = cls + SM_NESTED_CLIMB;
 	if (top >= SM_NUM_CLASSES)
 		top = SM_NUM_CLASSES - 1;
-	if (c != cache_empty())
+	struct sm_cache *c = t->cache;
+	if (t->state == SM_THREAD_LIVE && c != cache_empty()) {
+		tls_or32(&t->stock_want, 1u << cls); /* empty (or no fit): refill it */
 		for (uint32_t k = cls; k <= top; k++) {
-			if (align > 16 && _sm_class_size[k] % align != 0)
-				continue;
-			struct sm_bucket_shared *sh = &c->shared[k];
-			struct sm_node *node = list_take_one(&sh->extra, &sh->extra_count);
+			if (!class_fits(k, align) || (k == cls && align <= 16))
+				continue; /* cls itself was tried */
+			struct sm_node *node = stock_take(t, k);
 			if (node)
 				return node;
-			node = list_take_one(&sh->reserve, &sh->reserve_count);
+		}
+		for (uint32_t k = cls; k <= top; k++) {
+			if (!class_fits(k, align))
+				continue;
+			struct sm_bucket_shared *sh = &c->shared[k];
+			struct sm_node *node = list_take_one(&sh->reserve, &sh->reserve_count);
 			if (node) { /* restock: the refill thread, or the owner */
 				_sm_refiller_request_nested(c, &c->reserve_want, k);
 				return node;
 			}
 		}
+		/* Stock and reserve both dry: have the reserve stocked, for an
+		 * owner that may run no slow path for a while. */
+		_sm_refiller_request_nested(c, &c->reserve_want, cls);
+	}
 	struct sm_node *node = global_take(cls, align);
 	if (node)
 		return node;
@@ -536,18 +709,6 @@ static sm_noinline struct sm_node *nested_take_slow(struct sm_cache *c, uint32_t
 	_sm_refiller_note_nested();
 	_sm_refiller_want();
 	return NULL;
-}
-
-/* The common case first: what this thread's handlers freed in this class. */
-static inline struct sm_node *nested_take(struct sm_cache *c, uint32_t cls, size_t align)
-{
-	if (sm_likely(c != cache_empty() && align <= 16)) {
-		struct sm_bucket_shared *sh = &c->shared[cls];
-		struct sm_node *node = list_take_one(&sh->extra, &sh->extra_count);
-		if (sm_likely(node != NULL))
-			return node;
-	}
-	return nested_take_slow(c, cls, align);
 }
 
 /* One object of class cls (or up to SM_NESTED_CLIMB classes larger) from
@@ -616,34 +777,42 @@ void _sm_global_reserve_stats(uint32_t cls, uint64_t *allocs, uint64_t *nulls, i
 	*held = atomic_load_explicit(&global_reserve[cls].count, memory_order_relaxed);
 }
 
-/* A statistics counter bumped by nested contexts: a relaxed load and store,
- * no locked instruction (the nested path's latency is what handlers pay).
- * The counters of a thread cache are only bumped by that thread's handlers,
- * which nest strictly; a handler that interrupts another between the load
- * and the store loses one count, which statistics can afford. The global
- * reserve's counters may lose counts between threads too. */
+/* A statistics counter bumped by nested contexts without a thread cache
+ * (or for the rare NULL): a relaxed load and store, no locked instruction.
+ * A handler that interrupts another between the load and the store loses
+ * one count, which statistics can afford; so may threads that share the
+ * process-wide counters. The common counters are in TLS (tls_add64). */
 static inline void stat_inc(_Atomic uint64_t *counter)
 {
 	atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
 	                      memory_order_relaxed);
 }
 
-void *_sm_nested_alloc(uint32_t cls, size_t align)
+static void nested_count_other(struct sm_thread *t, uint32_t cls, bool null)
 {
-	struct sm_thread *t = &_sm_thread;
-	struct sm_cache *c = t->cache;
-	struct sm_node *node = nested_take(c, cls, align);
-	if (sm_config_stats) {
-		_Atomic uint64_t *allocs = &global_reserve[cls].nested_allocs;
-		_Atomic uint64_t *nulls = &global_reserve[cls].nested_nulls;
-		if (c != cache_empty()) {
-			allocs = &c->shared[cls].nested_allocs;
-			nulls = &c->shared[cls].nested_nulls;
-		}
-		stat_inc(allocs);
-		if (!node)
-			stat_inc(nulls);
+	if (t->state == SM_THREAD_LIVE && t->cache != cache_empty()) {
+		tls_add64(&t->stock[cls].nested_allocs, 1);
+		tls_or32(&t->stats_dirty, 1u << cls);
+		if (null)
+			stat_inc(&t->cache->shared[cls].nested_nulls);
+		return;
 	}
+	stat_inc(&global_reserve[cls].nested_allocs);
+	if (null)
+		stat_inc(&global_reserve[cls].nested_nulls);
+}
+
+/* Every nested malloc but a slot of its own class: `more`, larger classes,
+ * the reserves (nested_take_slow). */
+static sm_noinline void *nested_alloc_slow(struct sm_thread *t, uint32_t cls, size_t align)
+{
+	struct sm_node *node = NULL;
+	if (align <= 16)
+		node = stock_take(t, cls);
+	if (!node)
+		node = nested_take_slow(t, cls, align);
+	if (sm_config_stats)
+		nested_count_other(t, cls, node == NULL);
 	sm_signal_fence();
 	t->depth--;
 	if (!node)
@@ -651,18 +820,64 @@ void *_sm_nested_alloc(uint32_t cls, size_t align)
 	return node;
 }
 
+/* The common case is a slot of the thread's own stock: TLS only, no locked
+ * instruction, no line another thread writes, and not a read of the object
+ * (tlslist.h). Everything else is out of line. */
+void *_sm_nested_alloc(uint32_t cls, size_t align)
+{
+	struct sm_thread *t = &_sm_thread;
+	struct sm_stock *s = &t->stock[cls];
+	struct sm_node *node;
+	if (sm_unlikely(align > 16) ||
+	    sm_unlikely((node = tls_slots_take(&s->state, s->slot)) == NULL))
+		return nested_alloc_slow(t, cls, align);
+	tls_or32(&t->stock_want, 1u << cls); /* the owner tops it up if short */
+	if (sm_config_stats) {
+		/* A slot was full, so the thread is (or was until its exit
+		 * handed the stock over, which folds last) LIVE. */
+		tls_add64(&s->nested_allocs, 1);
+		tls_or32(&t->stats_dirty, 1u << cls);
+	}
+	sm_signal_fence();
+	t->depth--;
+	return node;
+}
+
+static sm_noinline void nested_free_slow(struct sm_thread *t, void *p, uint32_t cls)
+{
+	if (t->state == SM_THREAD_LIVE) {
+		struct sm_stock *s = &t->stock[cls];
+		tls_push(&s->more, p);
+		tls_add32(&s->more_count, 1);
+		if (s->more_count > t->stock_more)
+			tls_or32(&t->stock_want, 1u << cls);
+		if (sm_config_stats) {
+			tls_add64(&s->nested_frees, 1);
+			tls_or32(&t->stats_dirty, 1u << cls);
+		}
+	} else {
+		_sm_deferred_push(p);
+	}
+	sm_signal_fence();
+	t->depth--;
+}
+
+/* Into the thread's stock, where its next nested malloc finds it: a slot,
+ * else `more` (out of line); above the owner's share, its next slow path
+ * takes the excess back. A thread that is not LIVE has no stock: the
+ * deferred list. */
 void _sm_nested_free(void *p, uint32_t cls)
 {
 	struct sm_thread *t = &_sm_thread;
-	struct sm_cache *c = t->cache;
-	if (c == cache_empty()) {
-		_sm_deferred_push(p);
-	} else {
-		struct sm_bucket_shared *sh = &c->shared[cls];
-		list_push(&sh->extra, p);
-		atomic_fetch_add_explicit(&sh->extra_count, 1, memory_order_relaxed);
-		if (sm_config_stats)
-			stat_inc(&sh->nested_frees);
+	struct sm_stock *s = &t->stock[cls];
+	if (sm_unlikely(t->state != SM_THREAD_LIVE) ||
+	    sm_unlikely(!tls_slots_put(&s->state, s->slot, p))) {
+		nested_free_slow(t, p, cls);
+		return;
+	}
+	if (sm_config_stats) {
+		tls_add64(&s->nested_frees, 1);
+		tls_or32(&t->stats_dirty, 1u << cls);
 	}
 	sm_signal_fence();
 	t->depth--;

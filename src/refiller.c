@@ -242,7 +242,6 @@ static void reclaim_idle(struct sm_cache *c)
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_bucket_shared *sh = &c->shared[cls];
 		uint32_t n = release_list(cls, &sh->inbox, &sh->inbox_count) +
-		             release_list(cls, &sh->extra, &sh->extra_count) +
 		             release_list(cls, &sh->outbox, &sh->outbox_count);
 		if (n)
 			atomic_fetch_add_explicit(&sh->async_objects_trimmed, n, memory_order_relaxed);
@@ -508,8 +507,8 @@ void _sm_refiller_fork_child(struct sm_cache *mine)
 				uint32_t n;
 				struct sm_node *last = chain_last(chain, &n);
 				atomic_fetch_sub(&sh->outbox_count, (int32_t)n);
-				atomic_fetch_add(&sh->extra_count, (int32_t)n);
-				list_push_chain(&sh->extra, chain, last);
+				atomic_fetch_add(&sh->reserve_count, (int32_t)n);
+				list_push_chain(&sh->reserve, chain, last);
 			}
 		}
 	}

@@ -46,7 +46,7 @@ void sm_stats(struct sm_stats *out)
 			o->nested_nulls += atomic_load_explicit(&sh->nested_nulls, memory_order_relaxed);
 			o->nested_frees += atomic_load_explicit(&sh->nested_frees, memory_order_relaxed);
 			int64_t held = (int64_t)RD(b->count) +
-				atomic_load_explicit(&sh->extra_count, memory_order_relaxed) +
+				atomic_load_explicit(&sh->stock_held, memory_order_relaxed) +
 				atomic_load_explicit(&sh->reserve_count, memory_order_relaxed) +
 				atomic_load_explicit(&sh->inbox_count, memory_order_relaxed) +
 				atomic_load_explicit(&sh->outbox_count, memory_order_relaxed);
@@ -56,6 +56,11 @@ void sm_stats(struct sm_stats *out)
 					out->unowned_cached_bytes += (uint64_t)held * o->size;
 			}
 		}
+		if (c == _sm_thread.cache) /* the caller's own: what is not folded yet */
+			for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+				out->classes[cls].nested_allocs += RD(_sm_thread.stock[cls].nested_allocs);
+				out->classes[cls].nested_frees += RD(_sm_thread.stock[cls].nested_frees);
+			}
 		out->large_allocs += RD(c->large_allocs);
 		out->large_frees += RD(c->large_frees);
 	}

@@ -11,7 +11,11 @@
  *   node       a free object seen as a list link: its first word is `next`.
  *              No object carries a header; a node exists only while free.
  *   bucket     one class of one thread cache: a private list (owner only)
- *              plus atomic lists (extra, reserve, inbox) that others may use.
+ *              plus atomic lists (reserve, inbox, outbox) that others may use.
+ *   stock      per class, the objects kept in TLS for this thread's signal
+ *              handlers (what they freed, topped up to the reserve by the
+ *              owner): shared with nobody but the thread's own handlers
+ *              (tlslist.h).
  *   owner      the thread a cache belongs to, running at depth 1.
  *   depth      per-thread nesting counter: 0 outside the allocator, 1 for the
  *              owner inside it, >1 for a signal handler that interrupted it.
@@ -84,30 +88,33 @@ struct sm_bucket_slow {
 	uint64_t objects_trimmed;
 };
 
-/* The half of a bucket that other contexts touch. Every field is atomic.
+/* The half of a bucket that other threads touch. Every field is atomic.
  *
  *   list     pushed by                      taken (exchange-all) by
- *   extra    nested free (same thread)      owner slow path, nested alloc,
- *                                           refill thread (idle, dead)
- *   reserve  owner slow path, refill thread nested alloc, refill thread (dead)
+ *   reserve  owner slow path, refill thread nested alloc (after the stock),
+ *            (on request), thread exit      refill thread (dead)
+ *            (the stock), fork child
  *   inbox    refill thread                  owner slow path, refill thread
  *                                           (idle, dead)
  *   outbox   owner slow path (trim)         refill thread
  *
  * Nobody pops a single node with compare-and-swap: that is the ABA hazard.
- * Taking is always exchange(list, NULL), and giving back is a push. */
+ * Taking is always exchange(list, NULL), and giving back is a push.
+ * What a thread's handlers use first is not here but in its TLS (the
+ * stock, struct sm_thread): these lines are written by the refill thread,
+ * and a handler that touched them would wait for them to come back from
+ * its CPU (docs/PERFORMANCE.md, "Signal handler"). */
 struct sm_bucket_shared {
-	_Atomic(struct sm_node *) extra;
 	_Atomic(struct sm_node *) reserve;
 	_Atomic(struct sm_node *) inbox;
 	_Atomic(struct sm_node *) outbox; //! owner pushes trimmed batches; refill thread frees
 	_Atomic int32_t reserve_count;   //! approximate length of reserve
 	_Atomic int32_t inbox_count;     //! approximate length of inbox
-	_Atomic int32_t extra_count;     //! approximate length of extra
 	_Atomic int32_t outbox_count;    //! approximate length of outbox
-	_Atomic uint64_t nested_allocs;  //! statistics, relaxed RMW
-	_Atomic uint64_t nested_nulls;
-	_Atomic uint64_t nested_frees;
+	_Atomic int32_t stock_held;      //! the owner's last report of its stock's length (stats)
+	_Atomic uint64_t nested_allocs;  //! statistics: folded from the owner's TLS by the owner
+	_Atomic uint64_t nested_nulls;   //! relaxed load + store by nested paths
+	_Atomic uint64_t nested_frees;   //! folded from the owner's TLS by the owner
 	_Atomic uint64_t async_refills;  //! batches delivered to inbox (refill thread)
 	_Atomic uint64_t async_trims;    //! outbox batches returned (refill thread)
 	_Atomic uint64_t async_objects_refilled;
@@ -154,19 +161,47 @@ enum sm_thread_state {
 	SM_THREAD_DEAD = 2,  /* its cache was handed back (pthread key
 	                        destructor); later calls use no cache */
 };
-/* Everything the fast path reads besides the cache and the object lives
- * here, in one page of initial-exec TLS: a signal handler starts on a cold
- * TLB on a PTI machine, and every distinct page costs it a page walk
- * (docs/PERFORMANCE.md, "Signal handler"). Hence the thread's own copies
- * of the class table and of _sm_base. */
+/* One class of a thread's nested stock: everything a nested malloc or free
+ * of the class touches besides the object, in one cache line. Touched by
+ * the thread's own contexts only (tlslist.h). A nested malloc takes from a
+ * slot (a pointer in TLS: it does not read the object, which a handler
+ * finds cold), then from `more` (a list through the objects); a nested
+ * free puts into a slot, then onto `more`. */
+#define SM_STOCK_SLOTS 4
+struct sm_stock {
+	uint32_t state;          //! per slot: FULL bit j, CLAIMED bit 16 + j (tlslist.h)
+	int32_t more_count;      //! approximate length of more
+	struct sm_node *more;    //! what the slots cannot hold
+	void *slot[SM_STOCK_SLOTS];
+	uint64_t nested_allocs;  //! statistics not yet folded into the cache
+	uint64_t nested_frees;
+};
+_Static_assert(sizeof(struct sm_stock) == 64, "one class of stock per cache line");
+
+/* Everything the fast path and the nested path read besides the object
+ * lives here, in one page of initial-exec TLS: a signal handler starts with
+ * cold caches and TLB, and every distinct page and line costs it a miss
+ * (docs/PERFORMANCE.md, "Signal handler"). Hence the thread's own copies of
+ * the class table and of _sm_base, and the nested stock.
+ *
+ * The stock (struct sm_stock, one line per class) is touched by this
+ * thread's contexts only, with the one-instruction operations of
+ * tlslist.h: nested free puts, nested malloc takes, the owner's slow path
+ * tops it up to the reserve or takes back what is above it (stock_want
+ * asks it to), thread exit hands it to the cache. */
 struct sm_thread {
 	struct sm_cache *cache;  //! never NULL; the sentinel until set up
 	uint32_t depth;          //! nesting depth, see alloc.c
 	uint32_t state;          //! enum sm_thread_state
 	uint32_t no_jemalloc;    //! jemalloc's own thread state is torn down (backend.c)
+	uint32_t stock_want;     //! classes whose stock the owner should rebalance
 	uintptr_t base;          //! copy of _sm_base: SM_BASE_UNSET until this thread's
 	                         //! first free of a class object (alloc.c, free_other)
+	uint32_t stock_slots;    //! slots the owner keeps full: min(reserve, SM_STOCK_SLOTS)
+	int32_t stock_more;      //! objects the owner keeps on more: reserve - stock_slots
+	uint32_t stats_dirty;    //! nested counters changed since the owner last folded them
 	uint8_t class_of_units[257]; //! (size + 15) >> 4 -> class, from the TLS image
+	struct sm_stock stock[SM_NUM_CLASSES] __attribute__((aligned(64)));
 };
 
 #endif /* SM_TYPES_H */
