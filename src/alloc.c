@@ -107,7 +107,7 @@ static sm_always_inline void *alloc_class(size_t cls, size_t align)
 	if (sm_config_stats)
 		b->hits++;
 	b->count = n - 1;
-	sm_unpoison(node, _sm_class_size[cls]);
+	sm_unpoison(node);
 	b->head = node->next;
 	sm_signal_fence();
 	t->depth = 0;
@@ -131,7 +131,7 @@ static sm_always_inline void free_class(void *p, size_t cls)
 	node->next = b->head;
 	b->head = node;
 	b->count = n + 1;
-	sm_poison(node, _sm_class_size[cls]);
+	sm_poison(node);
 	sm_signal_fence();
 	t->depth = 0;
 }

@@ -25,6 +25,22 @@
  * Hooks run under jemalloc's locks on whatever thread called jemalloc; they
  * only make system calls.
  *
+ * Hubs: an arena costs about 90 KiB of jemalloc bookkeeping
+ * (stats.arenas.<i>.base, docs/MEMORY.md), more than many programs put in
+ * most classes (xz -T2 touches all 28 classes, most for a handful of
+ * objects). So only the hubs (16, 64, 256, 1024 and 4096 B; sizeclass.c)
+ * get an arena on first use; any other class draws its objects from its hub
+ * (at most 3.2 times its size) until the bytes it wasted that way (objects
+ * times the difference of the sizes) pass _sm_options.arena_after (64 KiB,
+ * less than the arena it saves), and only then gets an arena of its own. A
+ * hub object serves a request of the smaller class in every respect: free
+ * finds its class from its address, malloc_usable_size reports the hub's
+ * size, and a power-of-two hub object is aligned to its size, so to any
+ * alignment the smaller class guarantees. What changes is that a bucket may
+ * hold objects of a larger class than its own, so whatever needs an
+ * object's size takes it from the object's address (free_chain, the ASan
+ * poisoning), never from the bucket.
+ *
  * Through the thread's jemalloc tcache: a tcache bin holds one size class,
  * and every jemalloc allocation of a size <= 4 KiB that sigmalloc makes names
  * the class arena, so each bin only ever holds objects of its one arena.
@@ -41,6 +57,16 @@
 
 uintptr_t _sm_base = SM_BASE_UNSET;
 uint32_t _sm_large_slots;
+
+/* jemalloc's configuration, which it reads from this symbol (its own
+ * `malloc_conf` is weak, so this definition interposes it; a program's own
+ * definition interposes this one, and MALLOC_CONF in the environment is
+ * applied after it). One automatic arena: jemalloc gives every live thread
+ * an automatic arena of its own (up to 4 per CPU), about 89 KiB of
+ * bookkeeping each, while sigmalloc names its arenas on every call and
+ * never allocates from an automatic one (5 short-lived threads: 6.1 against
+ * 6.4 MiB resident; docs/MEMORY.md). */
+__attribute__((visibility("default"))) const char *malloc_conf = "narenas:1";
 
 /* One bump range and the hooks that carve extents from it. `hooks` comes
  * first: jemalloc hands the hooks pointer back to every hook. */
@@ -198,6 +224,22 @@ static sm_noinline unsigned arena_create(_Atomic unsigned *slot, struct range *r
 	}
 	pthread_mutex_unlock(&arena_lock);
 	return ind;
+}
+
+/* Bytes each non-hub class has wasted by drawing from its hub (any
+ * thread): objects drawn times the difference of the sizes. */
+static _Atomic uint64_t class_waste[SM_NUM_CLASSES];
+
+/* The class whose arena serves n objects of class cls now: cls itself once
+ * it has an arena (or is a hub, or has wasted enough), else its hub. */
+static uint32_t source_class(uint32_t cls, uint32_t n)
+{
+	uint32_t hub = _sm_class_hub[cls];
+	if (hub == cls || atomic_load_explicit(&class_arena[cls], memory_order_relaxed))
+		return cls;
+	uint64_t waste = (uint64_t)n * (_sm_class_size[hub] - _sm_class_size[cls]);
+	uint64_t was = atomic_fetch_add_explicit(&class_waste[cls], waste, memory_order_relaxed);
+	return was + waste > _sm_options.arena_after ? cls : hub;
 }
 
 static inline unsigned class_arena_get(uint32_t cls)
@@ -408,12 +450,14 @@ static sm_noinline sm_cold void misplaced(void *p)
 	_sm_thread.no_jemalloc = 1;
 }
 
-/* n objects of class cls as a chain first .. last, in address order as
- * jemalloc hands them out (a fresh slab's are ascending). Every object is
- * checked to lie in the class's slot (see misplaced). */
-uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
+/* n objects for class cls as a chain first .. last, in address order as
+ * jemalloc hands them out (a fresh slab's are ascending): objects of cls,
+ * or of its hub while cls has no arena of its own (source_class). Every
+ * object is checked to lie in the slot it was asked from (see misplaced). */
+uint32_t _sm_backend_alloc_batch(uint32_t want_cls, uint32_t n, struct sm_node **first,
                                  struct sm_node **last, int tc)
 {
+	const uint32_t cls = source_class(want_cls, n);
 	unsigned arena = class_arena_get(cls);
 	const int flags = MALLOCX_ARENA(arena) | tcache_flag(tc);
 	struct sm_node *head = NULL, *tail = NULL;
@@ -451,18 +495,19 @@ uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **firs
 	return got;
 }
 
-/* Frees a NULL-terminated chain; returns its length (one walk: callers
- * need not count it first). Objects may be poisoned (ASan builds): each is
- * unpoisoned before its link is read. */
-uint32_t _sm_backend_free_chain(uint32_t cls, struct sm_node *node, int tc)
+/* Frees a NULL-terminated chain of a bucket of class cls; returns its
+ * length (one walk: callers need not count it first). Each object's size
+ * comes from its address, since a bucket may hold its hub's objects
+ * (source_class). Objects may be poisoned (ASan builds): each is unpoisoned
+ * before its link is read. */
+uint32_t _sm_backend_free_chain(struct sm_node *node, int tc)
 {
-	const size_t size = _sm_class_size[cls];
 	const int flags = tcache_flag(tc);
 	uint32_t n = 0;
 	while (node) {
-		sm_unpoison(node, size);
+		sm_unpoison(node);
 		struct sm_node *next = node->next;
-		sdallocx(node, size, flags);
+		sdallocx(node, _sm_class_size[slot_of(node)], flags);
 		node = next;
 		n++;
 	}

@@ -69,6 +69,7 @@ static void fork_child(void);
 static bool init_once(void)
 {
 	_sm_options_init();
+	_sm_stats_at_exit_prepare();
 	if (!_sm_backend_init())
 		return false;
 	if (pthread_key_create(&exit_key, thread_exit) != 0)
@@ -110,6 +111,11 @@ static void cache_set_marks(struct sm_cache *c)
 		s->low_default = low;
 		s->high_default = high;
 		s->high_cap = cap;
+		/* Slow start of refills (refill.c): about 2 KiB of objects. */
+		uint32_t first = 2048 / _sm_class_size[cls];
+		first = first < 1 ? 1 : first;
+		s->refill_first = first < batch ? first : batch;
+		s->refill_next = s->refill_first;
 	}
 }
 
@@ -191,9 +197,10 @@ struct sm_cache *_sm_thread_setup(void)
 		 * even when the cache is an exited thread's: the first use of
 		 * each class stocks it (refill.c). */
 		c->used_mask = 0;
-		uint32_t r = _sm_options.reserve;
-		t->stock_slots = r < SM_STOCK_SLOTS ? r : SM_STOCK_SLOTS;
-		t->stock_more = (int32_t)(r - t->stock_slots);
+		/* No stock is kept until handlers allocate (refill.c). */
+		t->stocking = 0;
+		t->stock_slots = 0;
+		t->stock_more = 0;
 		t->cache = c;
 		sm_signal_fence(); /* a handler that sees LIVE sees the cache */
 		t->state = SM_THREAD_LIVE;
@@ -218,7 +225,7 @@ void _sm_cache_flush(struct sm_cache *c, int tc)
 		struct sm_bucket *b = &c->bucket[cls];
 		struct sm_bucket_shared *sh = &c->shared[cls];
 		if (b->count) {
-			c->slow[cls].objects_trimmed += _sm_backend_free_chain(cls, b->head, tc);
+			c->slow[cls].objects_trimmed += _sm_backend_free_chain(b->head, tc);
 			b->head = NULL;
 			b->count = 0;
 		}
@@ -229,7 +236,7 @@ void _sm_cache_flush(struct sm_cache *c, int tc)
 		for (int i = 0; i < 3; i++) {
 			struct sm_node *chain = list_take_all(lists[i]);
 			if (chain) {
-				uint32_t n = _sm_backend_free_chain(cls, chain, tc);
+				uint32_t n = _sm_backend_free_chain(chain, tc);
 				atomic_fetch_sub_explicit(counts[i], (int32_t)n, memory_order_relaxed);
 				c->slow[cls].objects_trimmed += n;
 			}

@@ -104,7 +104,7 @@ void _sm_depot_release_idle(uint64_t now, uint64_t idle_ticks, int tc)
 		struct sm_node *link = list_take_all(&depot[cls].list);
 		while (link) {
 			struct sm_node *next = link->next;
-			_sm_backend_free_chain(cls, unpack(cls, link), tc);
+			_sm_backend_free_chain(unpack(cls, link), tc);
 			link = next;
 		}
 	}

@@ -46,12 +46,14 @@ static const bool sm_config_stats = SM_CONFIG_STATS;
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #define SM_ASAN 1
-#define sm_poison(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define sm_unpoison(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+/* A class object's whole usable size, from its address: not always the
+ * class of the bucket it sits in (backend.c, hubs). */
+#define sm_poison(p) ASAN_POISON_MEMORY_REGION((p), _sm_class_size[slot_of(p)])
+#define sm_unpoison(p) ASAN_UNPOISON_MEMORY_REGION((p), _sm_class_size[slot_of(p)])
 #else
 #define SM_ASAN 0
-#define sm_poison(p, n) ((void)(p), (void)(n))
-#define sm_unpoison(p, n) ((void)(p), (void)(n))
+#define sm_poison(p) ((void)(p))
+#define sm_unpoison(p) ((void)(p))
 #endif
 
 // "alloc.c": the fast path and the entry points.
@@ -59,6 +61,8 @@ extern __thread struct sm_thread _sm_thread sm_tls sm_hidden;
 
 // "sizeclass.c"
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES] sm_hidden;
+/* The smallest power-of-four class at least as large (sizeclass.c). */
+extern const uint8_t _sm_class_hub[SM_NUM_CLASSES] sm_hidden;
 /* The class of a size <= SM_MAX_SMALL: the thread's copy of the table
  * (struct sm_thread), initialised from SM_CLASS_OF_UNITS below. */
 static inline uint32_t class_of_size(size_t size)
@@ -84,6 +88,12 @@ void _sm_class_watermarks(uint32_t cls, uint32_t *low, uint32_t *high, uint32_t 
                           uint32_t *cap) sm_hidden;
 
 // "backend.c": jemalloc, the only file that calls it.
+/* A class draws its objects from its hub (_sm_class_hub) until that has
+ * wasted SIGMALLOC_ARENA_AFTER bytes, then from an arena of its own
+ * (backend.c). So a bucket may hold
+ * objects of a larger class than its own: anything that needs an object's
+ * size takes it from the object's address (slot_of), never from the
+ * bucket. */
 extern uintptr_t _sm_base sm_hidden;  /* SM_BASE_UNSET until init */
 static inline uintptr_t slot_of(const void *p) { return ((uintptr_t)p - _sm_base) >> SM_SLOT_SHIFT; }
 extern uint32_t _sm_large_slots sm_hidden;
@@ -99,7 +109,7 @@ void _sm_backend_tcache_flush(int tc) sm_hidden;
 /* Allocates up to n objects of class cls as a chain; returns its length. */
 uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
                                  struct sm_node **last, int tc) sm_hidden;
-uint32_t _sm_backend_free_chain(uint32_t cls, struct sm_node *first, int tc) sm_hidden;
+uint32_t _sm_backend_free_chain(struct sm_node *first, int tc) sm_hidden;
 void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena,
                               int tc) sm_hidden;
 void _sm_backend_free_large(void *p, int tc) sm_hidden;
@@ -148,7 +158,7 @@ void _sm_global_reserve_stats(uint32_t cls, uint64_t *allocs, uint64_t *nulls,
                               int32_t *held) sm_hidden;
 void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep) sm_hidden;
 /* Splices a chain first..last of n objects onto a private bucket. */
-void _sm_bucket_splice(struct sm_bucket *b, uint32_t cls, struct sm_node *first,
+void _sm_bucket_splice(struct sm_bucket *b, struct sm_node *first,
                        struct sm_node *last, uint32_t n) sm_hidden;
 
 // "depot.c": whole batches passed between threads.
@@ -182,12 +192,17 @@ struct sm_options {
 	uint32_t cap_bytes;    /* slow-start limit of one bucket (SIGMALLOC_BUCKET_MAX) */
 	uint32_t idle_ms;      /* quiet time before a cache is trimmed (SIGMALLOC_IDLE_MS) */
 	uint32_t decay_ms;     /* jemalloc dirty_decay_ms of our arenas (SIGMALLOC_DECAY_MS) */
+	uint32_t arena_after;  /* bytes a class draws from its hub first (SIGMALLOC_ARENA_AFTER) */
 	uint32_t refill_thread; /* 0 off, 1 on, 2 auto (SIGMALLOC_REFILL_THREAD) */
 	bool stats_at_exit;    /* SIGMALLOC_STATS */
 	bool verbose;          /* SIGMALLOC_VERBOSE */
 };
 extern struct sm_options _sm_options sm_hidden;
 void _sm_options_init(void) sm_hidden;
+
+// "stats.c"
+/* SIGMALLOC_STATS: keeps a descriptor for the table at exit (init, depth 1). */
+void _sm_stats_at_exit_prepare(void) sm_hidden;
 
 // "message.c": the one error sink; write(2) from a stack buffer.
 /* Formats %s %p %zu %u %d %x into a stack buffer (no libc) and writes it. */

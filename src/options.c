@@ -17,6 +17,7 @@ struct sm_options _sm_options = {
 	.cap_bytes = 128 * 1024,
 	.idle_ms = 1000,
 	.decay_ms = 1000,
+	.arena_after = 64 * 1024,
 	.refill_thread = 2,
 	.stats_at_exit = false,
 	.verbose = false,
@@ -40,6 +41,9 @@ static const struct option_desc options[] = {
 	  "quiet time after which a thread's cache is trimmed to its low watermarks" },
 	{ "DECAY_MS", OPT_U32, &_sm_options.decay_ms, 0, 3600000,
 	  "jemalloc dirty_decay_ms of sigmalloc's arenas (unused pages kept this long)" },
+	{ "ARENA_AFTER", OPT_U32, &_sm_options.arena_after, 0, 1u << 30,
+	  "bytes a size class may waste by drawing larger objects from its hub class before it "
+	  "gets a jemalloc arena of its own (0: every class its own arena at once)" },
 	{ "REFILL_THREAD", OPT_AUTO, &_sm_options.refill_thread, 0, 2,
 	  "background refill thread: 0 off, 1 on from the start, 2 auto (on first need)" },
 	{ "STATS", OPT_BOOL, &_sm_options.stats_at_exit, 0, 1,

@@ -67,35 +67,35 @@ static inline struct sm_cache *cache_empty(void)
 
 /* ASan builds: objects on a private list are poisoned (issue 4); the n
  * objects from first on are about to join one. Nothing in other builds. */
-static void poison_chain(struct sm_node *first, uint32_t n, uint32_t cls)
+static void poison_chain(struct sm_node *first, uint32_t n)
 {
 	if (!SM_ASAN)
 		return;
 	for (uint32_t i = 0; i < n; i++) {
 		struct sm_node *next = first->next;
-		sm_poison(first, _sm_class_size[cls]);
+		sm_poison(first);
 		first = next;
 	}
 }
 
-void _sm_bucket_splice(struct sm_bucket *b, uint32_t cls, struct sm_node *first,
+void _sm_bucket_splice(struct sm_bucket *b, struct sm_node *first,
                        struct sm_node *last, uint32_t n)
 {
 	last->next = b->head;
 	b->head = first;
 	b->count += n;
-	poison_chain(first, n, cls);
+	poison_chain(first, n);
 }
 
 /* Detaches up to n objects from the head of a private list. */
-static uint32_t bucket_take(struct sm_bucket *b, uint32_t cls, uint32_t n,
+static uint32_t bucket_take(struct sm_bucket *b, uint32_t n,
                             struct sm_node **first, struct sm_node **last)
 {
 	uint32_t got = 0;
 	struct sm_node *head = b->head, *tail = NULL;
 	*first = head;
 	while (got < n && head) {
-		sm_unpoison(head, _sm_class_size[cls]);
+		sm_unpoison(head);
 		tail = head;
 		head = head->next;
 		got++;
@@ -109,7 +109,7 @@ static uint32_t bucket_take(struct sm_bucket *b, uint32_t cls, uint32_t n,
 }
 
 /* Moves a whole atomic list onto the private list. */
-static uint32_t bucket_take_list(struct sm_bucket *b, uint32_t cls,
+static uint32_t bucket_take_list(struct sm_bucket *b,
                                  _Atomic(struct sm_node *) *list, _Atomic int32_t *count)
 {
 	struct sm_node *first = list_take_all(list);
@@ -118,7 +118,7 @@ static uint32_t bucket_take_list(struct sm_bucket *b, uint32_t cls,
 	uint32_t n;
 	struct sm_node *last = chain_last(first, &n);
 	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
-	_sm_bucket_splice(b, cls, first, last, n);
+	_sm_bucket_splice(b, first, last, n);
 	return n;
 }
 
@@ -140,7 +140,7 @@ void _sm_deferred_drain(int tc)
 		uintptr_t slot = slot_of(node);
 		if (slot < SM_NUM_CLASSES) {
 			node->next = NULL;
-			_sm_backend_free_chain((uint32_t)slot, node, tc);
+			_sm_backend_free_chain(node, tc);
 		} else {
 			_sm_backend_free_large(node, tc);
 		}
@@ -169,7 +169,7 @@ void _sm_reserve_restock(struct sm_cache *c, bool owner, int tc)
 		struct sm_bucket *b = &c->bucket[cls];
 		bool from_list = owner && b->count > need;
 		if (from_list)
-			got = bucket_take(b, cls, need, &first, &last);
+			got = bucket_take(b, need, &first, &last);
 		else
 			got = _sm_backend_alloc_batch(cls, need, &first, &last, tc);
 		if (!got)
@@ -191,6 +191,7 @@ static void trim_after_idle(struct sm_cache *c)
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		_sm_bucket_trim_to(c, cls, c->slow[cls].low_default);
 		c->bucket[cls].high_mark = c->slow[cls].high_default;
+		c->slow[cls].refill_next = c->slow[cls].refill_first;
 	}
 }
 
@@ -219,7 +220,7 @@ static void stock_fill(struct sm_thread *t, struct sm_cache *c, uint32_t cls, ui
 	struct sm_node *first, *last;
 	uint32_t got;
 	if (b->count > n) {
-		got = bucket_take(b, cls, n, &first, &last);
+		got = bucket_take(b, n, &first, &last);
 	} else {
 		got = _sm_backend_alloc_batch(cls, n, &first, &last, c->tcache);
 		c->slow[cls].objects_refilled += got;
@@ -255,7 +256,7 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 				uint32_t n;
 				struct sm_node *last = chain_last(chain, &n);
 				tls_add32(&s->more_count, -(int32_t)n);
-				_sm_bucket_splice(&c->bucket[cls], cls, chain, last, n);
+				_sm_bucket_splice(&c->bucket[cls], chain, last, n);
 			}
 		}
 		uint32_t full = stock_slots_full(s);
@@ -321,9 +322,28 @@ void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
 	}
 }
 
+/* Some handler in this process allocated. Until then no thread keeps a
+ * stock (a program whose handlers never allocate pays nothing for them:
+ * xz -T2, 3 threads, about 0.5 MiB); the first nested allocations are
+ * served from what handlers freed and the process-wide reserve, and from
+ * then on every owner stocks the classes it uses at its next slow path. */
+static _Atomic uint32_t nested_seen;
+
+static sm_noinline void stock_start(struct sm_thread *t, struct sm_cache *c)
+{
+	uint32_t r = _sm_options.reserve;
+	t->stock_slots = r < SM_STOCK_SLOTS ? r : SM_STOCK_SLOTS;
+	t->stock_more = (int32_t)(r - t->stock_slots);
+	t->stocking = 1;
+	tls_or32(&t->stock_want, c->used_mask);
+}
+
 static inline void housekeeping(struct sm_cache *c)
 {
 	struct sm_thread *t = &_sm_thread;
+	if (sm_unlikely(!t->stocking) &&
+	    sm_unlikely(atomic_load_explicit(&nested_seen, memory_order_relaxed) != 0))
+		stock_start(t, c);
 	if (sm_unlikely(t->stock_want != 0))
 		stock_rebalance(t, c);
 	if (sm_unlikely(t->stats_dirty != 0))
@@ -403,10 +423,10 @@ static void *alloc_uncached(struct sm_thread *t, uint32_t cls)
 	return first;
 }
 
-static void free_uncached(struct sm_node *node, uint32_t cls)
+static void free_uncached(struct sm_node *node)
 {
 	node->next = NULL;
-	_sm_backend_free_chain(cls, node, SM_TCACHE_NONE);
+	_sm_backend_free_chain(node, SM_TCACHE_NONE);
 }
 
 /* ------------------------------------------------------------------------
@@ -433,38 +453,51 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		_sm_refiller_request(c, &c->refill_want, cls);
 	} else {
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		bucket_take_list(b, cls, &sh->inbox, &sh->inbox_count);
+		bucket_take_list(b, &sh->inbox, &sh->inbox_count);
 		uint32_t got;
 		struct sm_node *batch;
 		if (b->count == 0 && (batch = _sm_depot_get(cls, &got)) != NULL) {
 			/* A batch another thread trimmed: no jemalloc at all. */
 			b->head = batch;
 			b->count = got;
-			poison_chain(batch, got, cls);
+			poison_chain(batch, got);
 		}
 		if (b->count == 0) {
 			/* The refill thread is late or absent: a synchronous miss. The
-			 * owner is provably not inside jemalloc (depth was 0). */
+			 * owner is provably not inside jemalloc (depth was 0).
+			 * Slow start: a class's first refills on a thread are small
+			 * (about 2 KiB of objects, doubling up to `batch`), because
+			 * every object on a list has its link written, so is resident
+			 * (jemalloc's tcache holds pointers and touches nothing): a
+			 * thread that uses a class for one object should not touch 48
+			 * of them. xz -T2 touches all 28 classes, most for a handful
+			 * of objects. */
 			struct sm_node *first, *last;
-			uint32_t n = _sm_backend_alloc_batch(cls, b->batch, &first, &last, c->tcache);
+			uint32_t n = _sm_backend_alloc_batch(cls, s->refill_next, &first, &last,
+			                                     c->tcache);
 			if (n == 0)
 				return t->no_jemalloc ? alloc_proxied(cls) : NULL;
-			_sm_bucket_splice(b, cls, first, last, n);
+			_sm_bucket_splice(b, first, last, n);
 			s->sync_misses++;
 			s->objects_refilled += n;
+			if (s->refill_next < b->batch)
+				s->refill_next = 2 * s->refill_next < b->batch ? 2 * s->refill_next
+				                                               : b->batch;
 		}
 		/* Re-arm the low watermark while a refill thread can answer it;
-		 * already below it, ask at once. */
+		 * already below it, ask at once, unless slow start is still
+		 * growing the refills (the refill thread delivers whole batches). */
 		b->low_mark = 0;
 		if (_sm_refiller_running()) {
 			if (b->count > s->low_default)
 				b->low_mark = s->low_default;
-			else
+			else if (s->refill_next == b->batch)
 				_sm_refiller_request(c, &c->refill_want, cls);
 		}
 		uint32_t bit = 1u << cls;
 		if (!(c->used_mask & bit)) {
-			/* First use of the class: give its handlers a stock. */
+			/* First use of the class: give its handlers a stock (if
+			 * the thread keeps stocks: stock_start). */
 			c->used_mask |= bit;
 			tls_or32(&t->stock_want, bit);
 			stock_rebalance(t, c);
@@ -473,7 +506,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 	struct sm_node *node = b->head;
 	if (!node)
 		return NULL; /* the restock took the last ones and jemalloc failed */
-	sm_unpoison(node, _sm_class_size[cls]);
+	sm_unpoison(node);
 	b->head = node->next;
 	b->count--;
 	/* Served from what the thread held (list, extra or inbox), without a
@@ -500,8 +533,8 @@ void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
 	if (b->count <= keep)
 		return;
 	struct sm_node *first, *last;
-	uint32_t n = bucket_take(b, cls, b->count - keep, &first, &last);
-	_sm_backend_free_chain(cls, first, c->tcache);
+	uint32_t n = bucket_take(b, b->count - keep, &first, &last);
+	_sm_backend_free_chain(first, c->tcache);
 	c->slow[cls].objects_trimmed += n;
 }
 
@@ -512,7 +545,7 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 	if (c == cache_empty()) {
 		c = _sm_thread_setup();
 		if (!c) {
-			free_uncached(node, cls);
+			free_uncached(node);
 			return;
 		}
 	}
@@ -521,7 +554,7 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 	node->next = b->head;
 	b->head = node;
 	b->count++;
-	sm_poison(node, _sm_class_size[cls]);
+	sm_poison(node);
 	if (b->count <= b->high_mark)
 		return; /* a fresh cache, or high_mark just grew */
 	struct sm_bucket_slow *s = &c->slow[cls];
@@ -532,7 +565,7 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 		return;
 	}
 	struct sm_node *first, *last;
-	uint32_t n = bucket_take(b, cls, b->batch, &first, &last);
+	uint32_t n = bucket_take(b, b->batch, &first, &last);
 	if (_sm_depot_put(cls, first, n))
 		return; /* for the next thread that runs empty */
 	struct sm_bucket_shared *sh = &c->shared[cls];
@@ -549,7 +582,7 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 		_sm_refiller_request(c, &c->trim_want, cls);
 		return;
 	}
-	_sm_backend_free_chain(cls, first, c->tcache);
+	_sm_backend_free_chain(first, c->tcache);
 	s->objects_trimmed += n;
 }
 
@@ -627,21 +660,31 @@ void _sm_trim_thread(void)
  * ---------------------------------------------------------------------- */
 
 
-/* The process-wide nested reserve, after the thread's own lists: for the
- * handlers of a thread whose first malloc is the call they interrupted (it
- * has no cache yet), or of one that never used the class. Stocked when a
- * class first comes into use in the process (4 objects per class by
- * default: at most 105 KiB over all classes), restocked by owner slow paths
- * and the refill thread. Several
- * threads may take from it at once: exchange-all is still ABA-free, and a
- * taker that finds it momentarily empty (another holds it) tries the next
- * class. */
+/* The process-wide nested reserve, after the thread's own stock and the
+ * cache's reserves: for the handlers of a thread whose first malloc is the
+ * call they interrupted (it has no cache yet), of one that keeps no stock
+ * yet (no handler in the process has allocated before), or whose stock ran
+ * dry. Kept by hub (sizeclass.c): a request is served from its class's hub
+ * or a larger one, so five lists serve the 28 classes. Each hub keeps
+ * global_target objects (16 each of 16, 64, 256 and 1024 B and 4 of 4096 B
+ * with the default reserve of 4: 37 KiB), stocked when the hub comes into
+ * use, for every hub once a second thread starts, restocked by owner slow
+ * paths and the refill thread. Several threads may take from it at once:
+ * exchange-all is still ABA-free, and a taker that finds a list
+ * momentarily empty (another holds it) tries the next hub. The counters are
+ * per class; only the hubs' lists hold objects. */
 static struct {
 	_Atomic(struct sm_node *) list;
 	_Atomic int32_t count;
 	_Atomic uint64_t nested_allocs, nested_nulls; /* of threads without a cache */
 } global_reserve[SM_NUM_CLASSES];
-static _Atomic uint32_t global_want; //! bit per class whose global reserve ran low
+static _Atomic uint32_t global_want; //! bit per hub whose global reserve ran low
+
+static uint32_t global_target(uint32_t hub)
+{
+	uint32_t per = 4096 / _sm_class_size[hub];
+	return _sm_options.reserve * (per > 4 ? 4 : per < 1 ? 1 : per);
+}
 
 static inline bool class_fits(uint32_t k, size_t align)
 {
@@ -671,23 +714,32 @@ static inline struct sm_node *stock_take(struct sm_thread *t, uint32_t k)
  * instruction), then the cache's atomic reserves, then the process-wide
  * reserve. A thread that is not LIVE (no cache yet, or exiting) has an
  * empty stock and no cache to speak of: process-wide reserve only. */
+/* The classes a nested request of class cls may take from, in order: cls,
+ * up to SM_NESTED_CLIMB larger ones, and its hub (where nested frees of the
+ * hub objects that served cls land: sizeclass.c). Returns the next after
+ * k, or SM_NUM_CLASSES when done. */
+static inline uint32_t climb_next(uint32_t cls, uint32_t k)
+{
+	uint32_t hub = _sm_class_hub[cls];
+	if (k < cls + SM_NESTED_CLIMB && k + 1 < SM_NUM_CLASSES)
+		return k + 1;
+	return k < hub ? hub : SM_NUM_CLASSES;
+}
+
 static sm_noinline struct sm_node *nested_take_slow(struct sm_thread *t, uint32_t cls,
                                                     size_t align)
 {
-	uint32_t top = cls + SM_NESTED_CLIMB;
-	if (top >= SM_NUM_CLASSES)
-		top = SM_NUM_CLASSES - 1;
 	struct sm_cache *c = t->cache;
 	if (t->state == SM_THREAD_LIVE && c != cache_empty()) {
 		tls_or32(&t->stock_want, 1u << cls); /* empty (or no fit): refill it */
-		for (uint32_t k = cls; k <= top; k++) {
+		for (uint32_t k = cls; k < SM_NUM_CLASSES; k = climb_next(cls, k)) {
 			if (!class_fits(k, align) || (k == cls && align <= 16))
 				continue; /* cls itself was tried */
 			struct sm_node *node = stock_take(t, k);
 			if (node)
 				return node;
 		}
-		for (uint32_t k = cls; k <= top; k++) {
+		for (uint32_t k = cls; k < SM_NUM_CLASSES; k = climb_next(cls, k)) {
 			if (!class_fits(k, align))
 				continue;
 			struct sm_bucket_shared *sh = &c->shared[k];
@@ -711,58 +763,59 @@ static sm_noinline struct sm_node *nested_take_slow(struct sm_thread *t, uint32_
 	return NULL;
 }
 
-/* One object of class cls (or up to SM_NESTED_CLIMB classes larger) from
- * the process-wide reserve; any context. */
+/* One object for class cls from the process-wide reserve: its hub's, or a
+ * larger hub's (a hub is aligned to any alignment cls guarantees); any
+ * context. */
 static struct sm_node *global_take(uint32_t cls, size_t align)
 {
-	uint32_t top = cls + SM_NESTED_CLIMB;
-	if (top >= SM_NUM_CLASSES)
-		top = SM_NUM_CLASSES - 1;
-	for (uint32_t k = cls; k <= top; k++) {
-		if (align > 16 && _sm_class_size[k] % align != 0)
-			continue;
-		struct sm_node *node = list_take_one(&global_reserve[k].list, &global_reserve[k].count);
+	(void)align;
+	for (uint32_t h = _sm_class_hub[cls];; h = _sm_class_hub[h + 1]) {
+		struct sm_node *node = list_take_one(&global_reserve[h].list, &global_reserve[h].count);
 		if (node) { /* restocked by the next owner slow path or refill tick */
-			atomic_fetch_or_explicit(&global_want, 1u << k, memory_order_relaxed);
+			atomic_fetch_or_explicit(&global_want, 1u << h, memory_order_relaxed);
 			_sm_refiller_note_nested();
 			return node;
 		}
+		if (h == SM_NUM_CLASSES - 1)
+			return NULL;
 	}
-	return NULL;
 }
 
 void _sm_global_reserve_restock(int tc)
 {
 	uint32_t want = atomic_exchange_explicit(&global_want, 0, memory_order_relaxed);
 	while (want) {
-		uint32_t cls = (uint32_t)__builtin_ctz(want);
+		uint32_t hub = (uint32_t)__builtin_ctz(want);
 		want &= want - 1;
-		int32_t have = atomic_load_explicit(&global_reserve[cls].count, memory_order_relaxed);
+		int32_t have = atomic_load_explicit(&global_reserve[hub].count, memory_order_relaxed);
+		uint32_t target = global_target(hub);
 		if (have < 0)
 			have = 0;
-		if ((uint32_t)have >= _sm_options.reserve)
+		if ((uint32_t)have >= target)
 			continue;
 		struct sm_node *first, *last;
-		uint32_t got = _sm_backend_alloc_batch(cls, _sm_options.reserve - (uint32_t)have,
-		                                       &first, &last, tc);
+		uint32_t got = _sm_backend_alloc_batch(hub, target - (uint32_t)have, &first, &last, tc);
 		if (!got)
 			continue;
-		atomic_fetch_add_explicit(&global_reserve[cls].count, (int32_t)got,
+		atomic_fetch_add_explicit(&global_reserve[hub].count, (int32_t)got,
 		                          memory_order_relaxed);
-		list_push_chain(&global_reserve[cls].list, first, last);
+		list_push_chain(&global_reserve[hub].list, first, last);
 	}
 }
 
-/* A class came into use (its arena was created): stock its global reserve
- * on the next owner slow path or refill-thread pass. */
+/* A class came into use (an arena was created): stock the global reserve
+ * of its hub on the next owner slow path or refill-thread pass. */
 void _sm_global_reserve_want(uint32_t cls)
 {
-	atomic_fetch_or_explicit(&global_want, 1u << cls, memory_order_relaxed);
+	atomic_fetch_or_explicit(&global_want, 1u << _sm_class_hub[cls], memory_order_relaxed);
 }
 
 void _sm_global_reserve_want_all(void)
 {
-	atomic_fetch_or_explicit(&global_want, (1u << SM_NUM_CLASSES) - 1, memory_order_relaxed);
+	uint32_t hubs = 0;
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
+		hubs |= 1u << _sm_class_hub[cls];
+	atomic_fetch_or_explicit(&global_want, hubs, memory_order_relaxed);
 }
 
 bool _sm_global_reserve_wanted(void)
@@ -806,6 +859,8 @@ static void nested_count_other(struct sm_thread *t, uint32_t cls, bool null)
  * the reserves (nested_take_slow). */
 static sm_noinline void *nested_alloc_slow(struct sm_thread *t, uint32_t cls, size_t align)
 {
+	if (sm_unlikely(!atomic_load_explicit(&nested_seen, memory_order_relaxed)))
+		atomic_store_explicit(&nested_seen, 1, memory_order_relaxed);
 	struct sm_node *node = NULL;
 	if (align <= 16)
 		node = stock_take(t, cls);

@@ -209,13 +209,13 @@ static void serve_refills(struct sm_cache *c)
 }
 
 /* Takes an atomic list and returns it to jemalloc; the object count. */
-static uint32_t release_list(uint32_t cls, _Atomic(struct sm_node *) *list,
+static uint32_t release_list(_Atomic(struct sm_node *) *list,
                              _Atomic int32_t *count)
 {
 	struct sm_node *chain = list_take_all(list);
 	if (!chain)
 		return 0;
-	uint32_t n = _sm_backend_free_chain(cls, chain, refiller_tc); /* one walk */
+	uint32_t n = _sm_backend_free_chain(chain, refiller_tc); /* one walk */
 	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
 	return n;
 }
@@ -227,7 +227,7 @@ static void serve_trims(struct sm_cache *c)
 		uint32_t cls = (uint32_t)__builtin_ctz(want);
 		want &= want - 1;
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		uint32_t n = release_list(cls, &sh->outbox, &sh->outbox_count);
+		uint32_t n = release_list(&sh->outbox, &sh->outbox_count);
 		if (!n)
 			continue;
 		atomic_fetch_add_explicit(&sh->async_trims, 1, memory_order_relaxed);
@@ -241,8 +241,8 @@ static void reclaim_idle(struct sm_cache *c)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		uint32_t n = release_list(cls, &sh->inbox, &sh->inbox_count) +
-		             release_list(cls, &sh->outbox, &sh->outbox_count);
+		uint32_t n = release_list(&sh->inbox, &sh->inbox_count) +
+		             release_list(&sh->outbox, &sh->outbox_count);
 		if (n)
 			atomic_fetch_add_explicit(&sh->async_objects_trimmed, n, memory_order_relaxed);
 	}

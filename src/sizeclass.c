@@ -17,6 +17,24 @@ const uint32_t _sm_class_size[SM_NUM_CLASSES] = {
 	448,  512,  640,  768,  896,  1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
 };
 
+/*
+ * Hubs: 16, 64, 256, 1024 and 4096 B (the powers of four). The hub of a
+ * class is the smallest hub at least as large: at most 3.2 times its size
+ * (80 -> 256, 320 -> 1024, 1280 -> 4096). A hub object can serve a request
+ * of any smaller class: free finds its class from its address, and a hub
+ * object is aligned to its power-of-two size, hence to any alignment the
+ * smaller class guarantees. Classes draw from their hub's arena until they
+ * earn one of their own (backend.c), and the process-wide nested reserve is
+ * kept by hub (refill.c).
+ */
+const uint8_t _sm_class_hub[SM_NUM_CLASSES] = {
+	0,                              /* 16 */
+	3, 3, 3,                        /* 32 .. 64 */
+	11, 11, 11, 11, 11, 11, 11, 11, /* 80 .. 256 */
+	19, 19, 19, 19, 19, 19, 19, 19, /* 320 .. 1024 */
+	27, 27, 27, 27, 27, 27, 27, 27, /* 1280 .. 4096 */
+};
+
 uint32_t _sm_class_aligned(size_t size, size_t align)
 {
 	if (size > SM_MAX_SMALL || align > SM_MAX_SMALL)

@@ -9,6 +9,7 @@
  * on the targets we build for, and a sum over running threads is a
  * snapshot in any case.
  */
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -124,10 +125,22 @@ void sm_stats_print(int fd)
 	_sm_write_all(fd, line, n);
 }
 
+/* Where the table at exit goes: a duplicate of stderr made at start-up,
+ * because many programs close stderr before they exit (coreutils and xz
+ * do, through gnulib's close_stdout), and a table written to fd 2 then
+ * would vanish. */
+static int stats_fd = -1;
+
+void _sm_stats_at_exit_prepare(void)
+{
+	if (_sm_options.stats_at_exit)
+		stats_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+}
+
 /* SIGMALLOC_STATS=1: the table at exit. A destructor, not atexit(): atexit
  * may allocate, and registering needs no call at all this way. */
 __attribute__((destructor)) static void stats_at_exit(void)
 {
 	if (_sm_options.stats_at_exit && atomic_load(&_sm_initialized) > 0)
-		sm_stats_print(STDERR_FILENO);
+		sm_stats_print(stats_fd >= 0 ? stats_fd : STDERR_FILENO);
 }

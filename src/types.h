@@ -83,6 +83,9 @@ struct sm_bucket_slow {
 	uint32_t low_default;   //! the kernel's low watermark: refill request below it
 	uint32_t high_default;  //! the kernel watermark the bucket starts from
 	uint32_t high_cap;      //! slow start grows high_mark up to this
+	uint32_t refill_next;   //! objects the next synchronous refill asks for: from
+	                        //! refill_first, doubling up to batch (refill.c)
+	uint32_t refill_first;  //! about 2 KiB of objects, at most batch
 	uint64_t sync_misses;   //! refills done by the owner itself
 	uint64_t objects_refilled;
 	uint64_t objects_trimmed;
@@ -197,8 +200,10 @@ struct sm_thread {
 	uint32_t stock_want;     //! classes whose stock the owner should rebalance
 	uintptr_t base;          //! copy of _sm_base: SM_BASE_UNSET until this thread's
 	                         //! first free of a class object (alloc.c, free_other)
-	uint32_t stock_slots;    //! slots the owner keeps full: min(reserve, SM_STOCK_SLOTS)
+	uint32_t stock_slots;    //! slots the owner keeps full: min(reserve, SM_STOCK_SLOTS),
+	                         //! once stocking (0 before)
 	int32_t stock_more;      //! objects the owner keeps on more: reserve - stock_slots
+	uint32_t stocking;       //! the owner keeps stocks: some handler in the process allocated
 	uint32_t stats_dirty;    //! nested counters changed since the owner last folded them
 	uint8_t class_of_units[257]; //! (size + 15) >> 4 -> class, from the TLS image
 	struct sm_stock stock[SM_NUM_CLASSES] __attribute__((aligned(64)));

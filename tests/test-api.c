@@ -103,6 +103,16 @@ static const size_t class_sizes[] = {
 };
 #define NCLASSES (sizeof class_sizes / sizeof class_sizes[0])
 
+/* The hub of a class size: the smallest power of four at least as large
+ * (src/sizeclass.c). */
+static size_t hub_size(size_t size)
+{
+	size_t h = 16;
+	while (h < size)
+		h <<= 2;
+	return h;
+}
+
 static void fill(void *p, size_t n, unsigned seed)
 {
 	unsigned char *b = p;
@@ -148,13 +158,32 @@ static void test_malloc_free(void)
 	FREE(p);
 	CHECK("malloc_usable_size(NULL) == 0", USABLE(NULL) == 0);
 
-	CHECK_BODY("usable size is the class size for every class")
+	/* A class that has no arena of its own yet is served by its hub, the
+	 * next power of four (src/sizeclass.c): usable size is the class's
+	 * size or the hub's. */
+	CHECK_BODY("usable size is the class size, or its hub's, for every class")
 	{
 		for (size_t i = 0; i < NCLASSES; i++) {
 			void *q = MALLOC(class_sizes[i]);
-			result = result && q && USABLE(q) == class_sizes[i] && aligned(q, 16);
+			size_t u = q ? USABLE(q) : 0;
+			result = result && q && (u == class_sizes[i] || u == hub_size(class_sizes[i])) &&
+			         aligned(q, 16);
 			FREE(q);
 		}
+	}
+	CHECK_BODY("a class used enough gets objects of exactly its size")
+	{
+		/* 48 B draws 64 B objects (16 B wasted each) until it has wasted
+		 * SIGMALLOC_ARENA_AFTER (64 KiB): 4096 objects; 8192 are plenty. */
+		static void *many[8192];
+		for (size_t i = 0; i < 8192; i++)
+			many[i] = MALLOC(48);
+		size_t last = USABLE(many[8191]);
+		for (size_t i = 0; i < 8192; i++)
+			FREE(many[i]);
+		void *q = MALLOC(48);
+		result = last == 48 && q && USABLE(q) == 48;
+		FREE(q);
 	}
 	CHECK_BODY("every size 1..8192 gets at least its size, 16-aligned, writable")
 	{
@@ -332,11 +361,14 @@ static void test_realloc(void)
 	fill(p, 40, 1);
 	char *q = REALLOC(p, 48);
 	CHECK("realloc within the class keeps the pointer", q == p);
-	q = REALLOC(q, 30);
+	/* Just over half of the block (a class or hub object: usable size). */
+	size_t half = USABLE(q) / 2 + 1;
+	q = REALLOC(q, half);
 	CHECK("realloc to a smaller class still more than half full keeps the pointer", q == p);
-	CHECK("... and the contents", check_fill(q, 30, 1));
+	CHECK("... and the contents", check_fill(q, half < 40 ? half : 40, 1));
 	q = REALLOC(q, 1000);
-	CHECK("realloc small -> small moves and keeps contents", q && check_fill(q, 30, 1));
+	CHECK("realloc small -> small moves and keeps contents",
+	      q && check_fill(q, half < 40 ? half : 40, 1));
 	CHECK("a block moved by growth has a quarter of headroom", USABLE(q) >= 1250);
 	char *r = REALLOC(q, 1200);
 	CHECK("... so the next small growth stays in place", r == q);
