@@ -257,6 +257,8 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 				struct sm_node *last = chain_last(chain, &n);
 				tls_add32(&s->more_count, -(int32_t)n);
 				_sm_bucket_splice(&c->bucket[cls], chain, last, n);
+				/* Handlers may have freed any number of objects. */
+				_sm_bucket_trim_to(c, cls, c->bucket[cls].high_mark);
 			}
 		}
 		uint32_t full = stock_slots_full(s);
@@ -296,13 +298,14 @@ void _sm_nested_stats_fold(struct sm_thread *t, struct sm_cache *c)
 	}
 }
 
-/* Thread exit, after the thread stopped using its stock (state DEAD: its
- * handlers use the process-wide lists from now on): every stock goes onto
- * the cache's reserve, where a thread that claims the cache finds it, or
- * the refill thread's flush returns it. */
+/* Thread exit, after the thread stopped putting into its stock (state
+ * DEAD: its handlers' frees go to the deferred list from now on): every
+ * stock goes onto the cache's reserve, where a thread that claims the cache
+ * finds it, or the refill thread's flush returns it. The statistics are
+ * folded last: a handler that takes a slot before the stock is emptied
+ * counts it in TLS, and after that finds no slot. */
 void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
 {
-	_sm_nested_stats_fold(t, c);
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_stock *s = &t->stock[cls];
 		struct sm_node *chain = tls_take_all(&s->more), *p;
@@ -320,6 +323,8 @@ void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
 		atomic_fetch_add_explicit(&sh->reserve_count, (int32_t)n, memory_order_relaxed);
 		list_push_chain(&sh->reserve, chain, last);
 	}
+	tls_or32(&t->stats_dirty, (1u << SM_NUM_CLASSES) - 1);
+	_sm_nested_stats_fold(t, c);
 }
 
 /* Some handler in this process allocated. Until then no thread keeps a
