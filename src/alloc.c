@@ -100,13 +100,11 @@ static sm_always_inline void *alloc_class(size_t cls, size_t align)
 	if (sm_unlikely(depth_enter(t) != 0))
 		return _sm_nested_alloc(cls, align);
 	struct sm_bucket *b = &t->cache->bucket[cls];
-	uint32_t n = b->count;
-	if (sm_unlikely(n <= b->low_mark))
+	uint64_t tally = b->tally;
+	if (sm_unlikely((tally & SM_TALLY_COUNT_MAX) <= b->low_mark))
 		return _sm_alloc_slow(cls); /* leaves depth at 0 */
 	struct sm_node *node = b->head;
-	if (sm_config_stats)
-		b->hits++;
-	b->count = n - 1;
+	b->tally = tally + (sm_config_stats ? SM_TALLY_HIT : (uint64_t)-1);
 	sm_unpoison(node);
 	b->head = node->next;
 	sm_signal_fence();
@@ -122,15 +120,15 @@ static sm_always_inline void free_class(void *p, size_t cls)
 		return;
 	}
 	struct sm_bucket *b = &t->cache->bucket[cls];
-	uint32_t n = b->count;
-	if (sm_unlikely(n >= b->high_mark)) {
+	uint64_t tally = b->tally;
+	if (sm_unlikely((tally & SM_TALLY_COUNT_MAX) >= b->high_mark)) {
 		_sm_free_slow(p, cls); /* leaves depth at 0 */
 		return;
 	}
 	struct sm_node *node = p;
 	node->next = b->head;
 	b->head = node;
-	b->count = n + 1;
+	b->tally = tally + 1;
 	sm_poison(node);
 	sm_signal_fence();
 	t->depth = 0;

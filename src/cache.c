@@ -224,10 +224,10 @@ void _sm_cache_flush(struct sm_cache *c, int tc)
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_bucket *b = &c->bucket[cls];
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		if (b->count) {
+		if (bucket_count(b)) {
 			c->slow[cls].objects_trimmed += _sm_backend_free_chain(b->head, tc);
 			b->head = NULL;
-			b->count = 0;
+			bucket_count_add(b, -(int32_t)bucket_count(b));
 		}
 		b->high_mark = c->slow[cls].high_default;
 		_Atomic(struct sm_node *) *lists[] = { &sh->reserve, &sh->inbox, &sh->outbox };

@@ -83,7 +83,7 @@ void _sm_bucket_splice(struct sm_bucket *b, struct sm_node *first,
 {
 	last->next = b->head;
 	b->head = first;
-	b->count += n;
+	bucket_count_add(b, (int32_t)n);
 	poison_chain(first, n);
 }
 
@@ -103,7 +103,7 @@ static uint32_t bucket_take(struct sm_bucket *b, uint32_t n,
 	if (tail)
 		tail->next = NULL;
 	b->head = head;
-	b->count -= got;
+	bucket_count_add(b, -(int32_t)got);
 	*last = tail;
 	return got;
 }
@@ -167,7 +167,7 @@ void _sm_reserve_restock(struct sm_cache *c, bool owner, int tc)
 		struct sm_node *first, *last;
 		uint32_t got;
 		struct sm_bucket *b = &c->bucket[cls];
-		bool from_list = owner && b->count > need;
+		bool from_list = owner && bucket_count(b) > need;
 		if (from_list)
 			got = bucket_take(b, need, &first, &last);
 		else
@@ -219,7 +219,7 @@ static void stock_fill(struct sm_thread *t, struct sm_cache *c, uint32_t cls, ui
 	struct sm_bucket *b = &c->bucket[cls];
 	struct sm_node *first, *last;
 	uint32_t got;
-	if (b->count > n) {
+	if (bucket_count(b) > n) {
 		got = bucket_take(b, n, &first, &last);
 	} else {
 		got = _sm_backend_alloc_batch(cls, n, &first, &last, c->tcache);
@@ -256,9 +256,16 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 				uint32_t n;
 				struct sm_node *last = chain_last(chain, &n);
 				tls_add32(&s->more_count, -(int32_t)n);
-				_sm_bucket_splice(&c->bucket[cls], chain, last, n);
-				/* Handlers may have freed any number of objects. */
-				_sm_bucket_trim_to(c, cls, c->bucket[cls].high_mark);
+				/* Handlers may have freed any number of objects: what
+				 * the private list has no room for goes to jemalloc (a
+				 * count must stay below SM_TALLY_COUNT_MAX). */
+				struct sm_bucket *b = &c->bucket[cls];
+				if (bucket_count(b) + n <= b->high_mark) {
+					_sm_bucket_splice(b, chain, last, n);
+				} else {
+					_sm_backend_free_chain(chain, c->tcache);
+					c->slow[cls].objects_trimmed += n;
+				}
 			}
 		}
 		uint32_t full = stock_slots_full(s);
@@ -451,7 +458,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 	struct sm_bucket *b = &c->bucket[cls];
 	struct sm_bucket_slow *s = &c->slow[cls];
 	const uint64_t misses_before = s->sync_misses;
-	if (b->count > 0) {
+	if (bucket_count(b) > 0) {
 		/* Crossed the low watermark: ask the refill thread for a batch,
 		 * once (low_mark stays disarmed until the next refill). */
 		b->low_mark = 0;
@@ -461,13 +468,13 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		bucket_take_list(b, &sh->inbox, &sh->inbox_count);
 		uint32_t got;
 		struct sm_node *batch;
-		if (b->count == 0 && (batch = _sm_depot_get(cls, &got)) != NULL) {
+		if (bucket_count(b) == 0 && (batch = _sm_depot_get(cls, &got)) != NULL) {
 			/* A batch another thread trimmed: no jemalloc at all. */
 			b->head = batch;
-			b->count = got;
+			bucket_count_add(b, (int32_t)got);
 			poison_chain(batch, got);
 		}
-		if (b->count == 0) {
+		if (bucket_count(b) == 0) {
 			/* The refill thread is late or absent: a synchronous miss. The
 			 * owner is provably not inside jemalloc (depth was 0).
 			 * Slow start: a class's first refills on a thread are small
@@ -494,7 +501,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		 * growing the refills (the refill thread delivers whole batches). */
 		b->low_mark = 0;
 		if (_sm_refiller_running()) {
-			if (b->count > s->low_default)
+			if (bucket_count(b) > s->low_default)
 				b->low_mark = s->low_default;
 			else if (s->refill_next == b->batch)
 				_sm_refiller_request(c, &c->refill_want, cls);
@@ -513,11 +520,12 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		return NULL; /* the restock took the last ones and jemalloc failed */
 	sm_unpoison(node);
 	b->head = node->next;
-	b->count--;
-	/* Served from what the thread held (list, extra or inbox), without a
+	/* Served from what the thread held (list, inbox or depot), without a
 	 * call into jemalloc: a cache allocation all the same. */
 	if (sm_config_stats && s->sync_misses == misses_before)
-		b->hits++;
+		b->tally += SM_TALLY_HIT;
+	else
+		bucket_count_add(b, -1);
 	return node;
 }
 
@@ -535,10 +543,10 @@ void *_sm_alloc_slow(uint32_t cls)
 void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
 {
 	struct sm_bucket *b = &c->bucket[cls];
-	if (b->count <= keep)
+	if (bucket_count(b) <= keep)
 		return;
 	struct sm_node *first, *last;
-	uint32_t n = bucket_take(b, b->count - keep, &first, &last);
+	uint32_t n = bucket_take(b, bucket_count(b) - keep, &first, &last);
 	_sm_backend_free_chain(first, c->tcache);
 	c->slow[cls].objects_trimmed += n;
 }
@@ -558,9 +566,9 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 	struct sm_bucket *b = &c->bucket[cls];
 	node->next = b->head;
 	b->head = node;
-	b->count++;
+	bucket_count_add(b, 1);
 	sm_poison(node);
-	if (b->count <= b->high_mark)
+	if (bucket_count(b) <= b->high_mark)
 		return; /* a fresh cache, or high_mark just grew */
 	struct sm_bucket_slow *s = &c->slow[cls];
 	if (b->high_mark < s->high_cap) {

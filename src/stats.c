@@ -35,7 +35,8 @@ void sm_stats(struct sm_stats *out)
 			const struct sm_bucket *b = &c->bucket[cls];
 			const struct sm_bucket_slow *s = &c->slow[cls];
 			const struct sm_bucket_shared *sh = &c->shared[cls];
-			o->cache_allocs += RD(b->hits);
+			const uint64_t tally = RD(b->tally);
+			o->cache_allocs += bucket_hits(tally);
 			o->sync_misses += RD(s->sync_misses);
 			o->objects_refilled += RD(s->objects_refilled) +
 				atomic_load_explicit(&sh->async_objects_refilled, memory_order_relaxed);
@@ -46,7 +47,7 @@ void sm_stats(struct sm_stats *out)
 			o->nested_allocs += atomic_load_explicit(&sh->nested_allocs, memory_order_relaxed);
 			o->nested_nulls += atomic_load_explicit(&sh->nested_nulls, memory_order_relaxed);
 			o->nested_frees += atomic_load_explicit(&sh->nested_frees, memory_order_relaxed);
-			int64_t held = (int64_t)RD(b->count) +
+			int64_t held = (int64_t)(tally & SM_TALLY_COUNT_MAX) +
 				atomic_load_explicit(&sh->stock_held, memory_order_relaxed) +
 				atomic_load_explicit(&sh->reserve_count, memory_order_relaxed) +
 				atomic_load_explicit(&sh->inbox_count, memory_order_relaxed) +

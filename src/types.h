@@ -69,13 +69,33 @@ struct sm_node {
  * resets them (cache.c). */
 struct sm_bucket {
 	struct sm_node *head;   //! private free list; owner only
-	uint32_t count;         //! objects on head; owner only
+	uint64_t tally;         //! owner only: bits 0..15 the count of objects on head,
+	                        //! bits 16..63 fast-path allocations (statistics). A hit
+	                        //! is one add of SM_TALLY_HIT: the count goes down by one
+	                        //! and, a hit's count being at least 1, the carry out of
+	                        //! bit 15 counts it, so statistics cost no second store
 	uint32_t low_mark;      //! malloc leaves the fast path when count <= low_mark
 	uint32_t high_mark;     //! free leaves the fast path when count >= high_mark
 	uint32_t batch;         //! objects per refill and per trim
-	uint64_t hits;          //! fast-path allocations (statistics); owner only
+	uint32_t unused;
 };
 _Static_assert(sizeof(struct sm_bucket) == 32, "two buckets per cache line");
+#define SM_TALLY_COUNT_BITS 16
+#define SM_TALLY_COUNT_MAX ((1u << SM_TALLY_COUNT_BITS) - 1) /* counts stay below: refill.c */
+#define SM_TALLY_HIT (((uint64_t)1 << SM_TALLY_COUNT_BITS) - 1)
+static inline uint32_t bucket_count(const struct sm_bucket *b)
+{
+	return (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
+}
+static inline uint64_t bucket_hits(uint64_t tally)
+{
+	return tally >> SM_TALLY_COUNT_BITS;
+}
+/* count += delta; the count must stay within 0 .. SM_TALLY_COUNT_MAX. */
+static inline void bucket_count_add(struct sm_bucket *b, int32_t delta)
+{
+	b->tally += (uint64_t)(int64_t)delta;
+}
 
 /* Slow-path bookkeeping of a bucket; owner only, except that the stats
  * reader reads the counters without a lock (each is one aligned word). */
