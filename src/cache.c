@@ -20,11 +20,13 @@
  * A cache costs sizeof(struct sm_cache) rounded to pages (docs/MEMORY.md),
  * plus what it holds.
  *
- * Thread exit: the key destructor runs at depth 0 on the exiting thread.
- * It points the thread at the sentinel and marks it DEAD first, so that
- * any later call on the thread (a later destructor, glibc's teardown, a
- * signal handler) uses no cache, then returns every cached object to
- * jemalloc and frees the cache for reuse.
+ * Thread exit: the key destructor runs at depth 0 on the exiting thread and
+ * raises it. It marks the thread DEAD and then points it at the sentinel,
+ * so that any later call on the thread (a later destructor, glibc's
+ * teardown, a signal handler) uses no cache and no stock; moves its nested
+ * stock (TLS) onto the cache's private lists; then hands the cache to the
+ * refill thread, which returns everything to jemalloc and frees the cache
+ * for reuse (or does that itself when there is no refill thread).
  *
  * fork: prepare takes registry_lock (ours is registered after jemalloc's,
  * so it runs before jemalloc takes its own locks: registry_lock is always

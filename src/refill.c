@@ -30,10 +30,14 @@
  * Nested stock: each class this thread has used keeps about
  * _sm_options.reserve objects in the thread's TLS for its signal handlers
  * (struct sm_thread, tlslist.h). Nested frees push there, nested mallocs
- * take from there; a nested malloc that leaves fewer than the reserve, or a
- * free that leaves more than twice it, sets the class's bit in stock_want,
- * and the owner's next slow path tops the stock up from its private list or
- * takes the excess back (stock_rebalance). Only when the stock is empty
+ * take from there; a nested malloc that takes from the stock, or a free that
+ * goes beyond its slots, sets the class's bit in stock_want, and the
+ * owner's next slow path tops the stock up from its private list or takes
+ * the excess back (stock_rebalance). What a nested free cannot put in the
+ * stock (its `more` list is bounded: stock_more_max) goes on the deferred
+ * list, which any owner slow path and the refill thread return to jemalloc,
+ * so handlers' frees never pile up in a TLS list that only its owner can
+ * drain. Only when the stock is empty
  * does a nested malloc go further: the stocks of up to SM_NESTED_CLIMB
  * larger classes (free finds the class by address, so any class that fits
  * serves), the cache's atomic `reserve` (restocked by the refill thread on
@@ -305,33 +309,59 @@ void _sm_nested_stats_fold(struct sm_thread *t, struct sm_cache *c)
 	}
 }
 
+/* Everything in the stock of a class, as a chain (NULL if empty): `more`
+ * and every full slot. Owner at depth 1; a handler may still take from
+ * what is left meanwhile (tlslist.h). */
+static struct sm_node *stock_take_everything(struct sm_stock *s)
+{
+	struct sm_node *chain = tls_take_all(&s->more), *p;
+	uint32_t n = 0;
+	for (struct sm_node *q = chain; q; q = q->next)
+		n++;
+	tls_add32(&s->more_count, -(int32_t)n);
+	while ((p = tls_slots_take(&s->state, s->slot)) != NULL) {
+		p->next = chain;
+		chain = p;
+	}
+	return chain;
+}
+
 /* Thread exit, after the thread stopped putting into its stock (state
  * DEAD: its handlers' frees go to the deferred list from now on): every
- * stock goes onto the cache's reserve, where a thread that claims the cache
- * finds it, or the refill thread's flush returns it. The statistics are
- * folded last: a handler that takes a slot before the stock is emptied
- * counts it in TLS, and after that finds no slot. */
+ * stock goes onto the cache's private lists, which the refill thread's
+ * flush returns to jemalloc, or a thread that claims the cache uses and
+ * trims as its own. (Not onto the cache's reserve: nothing trims that.)
+ * The owner is still at depth 1 here, so the private lists are its own.
+ * The statistics are folded last: a handler that takes a slot before the
+ * stock is emptied counts it in TLS, and after that finds no slot. */
 void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		struct sm_stock *s = &t->stock[cls];
-		struct sm_node *chain = tls_take_all(&s->more), *p;
-		while ((p = tls_slots_take(&s->state, s->slot)) != NULL) {
-			p->next = chain;
-			chain = p;
-		}
-		tls_add32(&s->more_count, -s->more_count);
+		struct sm_node *chain = stock_take_everything(&t->stock[cls]);
 		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
 		if (!chain)
 			continue;
 		uint32_t n;
 		struct sm_node *last = chain_last(chain, &n);
-		struct sm_bucket_shared *sh = &c->shared[cls];
-		atomic_fetch_add_explicit(&sh->reserve_count, (int32_t)n, memory_order_relaxed);
-		list_push_chain(&sh->reserve, chain, last);
+		_sm_bucket_splice(&c->bucket[cls], chain, last, n);
 	}
 	tls_or32(&t->stats_dirty, (1u << SM_NUM_CLASSES) - 1);
 	_sm_nested_stats_fold(t, c);
+}
+
+/* malloc_trim: the calling thread's stock goes back to jemalloc too (its
+ * next slow path stocks it again if handlers allocate). Owner, depth 1. */
+static void stock_flush(struct sm_thread *t, struct sm_cache *c)
+{
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		struct sm_node *chain = stock_take_everything(&t->stock[cls]);
+		if (chain)
+			c->slow[cls].objects_trimmed += _sm_backend_free_chain(chain, c->tcache);
+		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
+		if (t->stocking)
+			tls_or32(&t->stock_want, 1u << cls);
+	}
+	tls_andnot32(&t->stock_want, ~c->used_mask);
 }
 
 /* Some handler in this process allocated. Until then no thread keeps a
@@ -662,8 +692,11 @@ void _sm_trim_thread(void)
 	struct sm_thread *t = &_sm_thread;
 	int tc = t->cache != cache_empty() ? t->cache->tcache : SM_TCACHE_NONE;
 	_sm_deferred_drain(tc);
-	if (t->cache != cache_empty())
+	if (t->cache != cache_empty()) {
+		if (t->state == SM_THREAD_LIVE)
+			stock_flush(t, t->cache);
 		_sm_cache_flush(t->cache, tc);
+	}
 	if (_sm_base != SM_BASE_UNSET)
 		_sm_backend_purge(tc);
 }
@@ -704,19 +737,22 @@ static inline bool class_fits(uint32_t k, size_t align)
 	return align <= 16 || _sm_class_size[k] % align == 0;
 }
 
-/* One object from the stock of class k: a slot, else `more`. Either asks
+/* One object from the stock of class k: a slot, else `more`. A take asks
  * the owner's next slow path to look at the class (stock_rebalance tops it
- * up if it is short): one `or`, cheaper here than counting. */
+ * up if it is short): one `or`, cheaper here than counting. A miss does
+ * not: a class a handler only climbed through is not worth a stock (the
+ * class that missed is marked by nested_take_slow). */
 static inline struct sm_node *stock_take(struct sm_thread *t, uint32_t k)
 {
 	struct sm_stock *s = &t->stock[k];
-	tls_or32(&t->stock_want, 1u << k);
 	struct sm_node *node = tls_slots_take(&s->state, s->slot);
-	if (sm_likely(node != NULL))
-		return node;
-	node = tls_take_one(&s->more);
-	if (node)
+	if (!node) {
+		node = tls_take_one(&s->more);
+		if (!node)
+			return NULL;
 		tls_add32(&s->more_count, -1);
+	}
+	tls_or32(&t->stock_want, 1u << k);
 	return node;
 }
 
@@ -911,20 +947,31 @@ void *_sm_nested_alloc(uint32_t cls, size_t align)
 	return node;
 }
 
+/* The most a stock's `more` list holds: 16 KiB of objects, at least 4 and
+ * at most 64 (16 B: 64, 256 B: 64, 1 KiB: 16, 4 KiB: 4), at most about
+ * 450 KiB per thread over all classes until its next slow path. */
+static inline int32_t stock_more_max(uint32_t cls)
+{
+	uint32_t n = (16u << 10) / _sm_class_size[cls];
+	return (int32_t)(n < 4 ? 4 : n > 64 ? 64 : n);
+}
+
 static sm_noinline void nested_free_slow(struct sm_thread *t, void *p, uint32_t cls)
 {
-	if (t->state == SM_THREAD_LIVE) {
-		struct sm_stock *s = &t->stock[cls];
+	struct sm_stock *s = &t->stock[cls];
+	if (t->state == SM_THREAD_LIVE && s->more_count < stock_more_max(cls)) {
 		tls_push(&s->more, p);
 		tls_add32(&s->more_count, 1);
 		if (s->more_count > t->stock_more)
 			tls_or32(&t->stock_want, 1u << cls);
-		if (sm_config_stats) {
-			tls_add64(&s->nested_frees, 1);
-			tls_or32(&t->stats_dirty, 1u << cls);
-		}
 	} else {
+		/* No stock (not LIVE), or a full one: returned to jemalloc by
+		 * the next owner slow path of any thread or the refill thread. */
 		_sm_deferred_push(p);
+	}
+	if (sm_config_stats && t->state == SM_THREAD_LIVE) {
+		tls_add64(&s->nested_frees, 1);
+		tls_or32(&t->stats_dirty, 1u << cls);
 	}
 	sm_signal_fence();
 	t->depth--;

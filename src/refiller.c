@@ -49,7 +49,7 @@
  *
  * Idle trimming. The thread ticks every SM_TICK_MS while any cache may hold
  * idle memory. An owner records the tick on each slow path; a cache quiet
- * for SIGMALLOC_IDLE_MS gets its inbox and extra returned to jemalloc here,
+ * for SIGMALLOC_IDLE_MS gets its inbox and outbox returned to jemalloc here,
  * and when the owner next runs it trims its private lists to the low
  * watermarks itself (refill.c), so nothing ever races a private list.
  *
@@ -506,9 +506,11 @@ void _sm_refiller_fork_child(struct sm_cache *mine)
 			if (chain) {
 				uint32_t n;
 				struct sm_node *last = chain_last(chain, &n);
+				/* Onto the inbox, which the owner drains when the
+				 * bucket runs empty and idle reclaim covers. */
 				atomic_fetch_sub(&sh->outbox_count, (int32_t)n);
-				atomic_fetch_add(&sh->reserve_count, (int32_t)n);
-				list_push_chain(&sh->reserve, chain, last);
+				atomic_fetch_add(&sh->inbox_count, (int32_t)n);
+				list_push_chain(&sh->inbox, chain, last);
 			}
 		}
 	}

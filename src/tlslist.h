@@ -52,12 +52,15 @@
  * and nothing relies on them for correctness.
  *
  * The compare-and-swap is `cmpxchg` without `lock` on x86-64; other targets
- * use the atomic builtins, correct everywhere but locked. Every primitive
- * is also a compiler barrier.
+ * use the atomic builtins (seq_cst, between signal fences), correct
+ * everywhere but locked. Every primitive is also a compiler barrier: the
+ * protocol needs `slot[j]` read or written strictly between the claim and
+ * the release (the asm's "memory" clobber; the fences in the fallbacks).
  */
 #ifndef SM_TLSLIST_H
 #define SM_TLSLIST_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -80,8 +83,11 @@ static inline bool tls_cas(struct sm_node **head, struct sm_node *expected,
 	                     : "memory");
 	return ok;
 #else
-	return __atomic_compare_exchange_n(head, &expected, desired, false, __ATOMIC_SEQ_CST,
-	                                   __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
+	bool ok = __atomic_compare_exchange_n(head, &expected, desired, false, __ATOMIC_SEQ_CST,
+	                                      __ATOMIC_SEQ_CST);
+	atomic_signal_fence(memory_order_seq_cst);
+	return ok;
 #endif
 }
 
@@ -97,8 +103,11 @@ static inline bool tls_cas32(uint32_t *word, uint32_t *expected, uint32_t desire
 	                     : "memory");
 	return ok;
 #else
-	return __atomic_compare_exchange_n(word, expected, desired, false, __ATOMIC_SEQ_CST,
-	                                   __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
+	bool ok = __atomic_compare_exchange_n(word, expected, desired, false, __ATOMIC_SEQ_CST,
+	                                      __ATOMIC_SEQ_CST);
+	atomic_signal_fence(memory_order_seq_cst);
+	return ok;
 #endif
 }
 
@@ -107,7 +116,9 @@ static inline void tls_xor32(uint32_t *word, uint32_t bits)
 #if defined(__x86_64__)
 	__asm__ __volatile__("xorl %1, %0" : "+m"(*word) : "ir"(bits) : "memory");
 #else
-	__atomic_fetch_xor(word, bits, __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
+	__atomic_fetch_xor(word, bits, __ATOMIC_SEQ_CST);
+	atomic_signal_fence(memory_order_seq_cst);
 #endif
 }
 
@@ -116,7 +127,9 @@ static inline void tls_add32(int32_t *counter, int32_t delta)
 #if defined(__x86_64__)
 	__asm__ __volatile__("addl %1, %0" : "+m"(*counter) : "ir"(delta) : "memory");
 #else
-	__atomic_fetch_add(counter, delta, __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
+	__atomic_fetch_add(counter, delta, __ATOMIC_SEQ_CST);
+	atomic_signal_fence(memory_order_seq_cst);
 #endif
 }
 
@@ -125,7 +138,9 @@ static inline void tls_add64(uint64_t *counter, uint64_t delta)
 #if defined(__x86_64__)
 	__asm__ __volatile__("addq %1, %0" : "+m"(*counter) : "er"(delta) : "memory");
 #else
-	__atomic_fetch_add(counter, delta, __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
+	__atomic_fetch_add(counter, delta, __ATOMIC_SEQ_CST);
+	atomic_signal_fence(memory_order_seq_cst);
 #endif
 }
 
@@ -134,7 +149,9 @@ static inline void tls_or32(uint32_t *mask, uint32_t bits)
 #if defined(__x86_64__)
 	__asm__ __volatile__("orl %1, %0" : "+m"(*mask) : "ir"(bits) : "memory");
 #else
-	__atomic_fetch_or(mask, bits, __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
+	__atomic_fetch_or(mask, bits, __ATOMIC_SEQ_CST);
+	atomic_signal_fence(memory_order_seq_cst);
 #endif
 }
 
@@ -143,7 +160,9 @@ static inline void tls_andnot32(uint32_t *mask, uint32_t bits)
 #if defined(__x86_64__)
 	__asm__ __volatile__("andl %1, %0" : "+m"(*mask) : "ir"(~bits) : "memory");
 #else
-	__atomic_fetch_and(mask, ~bits, __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
+	__atomic_fetch_and(mask, ~bits, __ATOMIC_SEQ_CST);
+	atomic_signal_fence(memory_order_seq_cst);
 #endif
 }
 

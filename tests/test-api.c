@@ -743,6 +743,32 @@ static void test_nested(void)
 	_sm_thread.depth--;
 	CHECK("a nested malloc after the owner ran again is served", r != NULL);
 	sm_free(r);
+
+	/* Handlers that free many blocks (say, a structure the thread built)
+	 * must not park them in the thread's stock, which only its owner can
+	 * drain: the stock keeps a bounded few, the rest reach jemalloc by
+	 * the next slow path of any thread (the deferred list). */
+	enum { MANY = 100000 };
+	static void *many[MANY];
+	for (int i = 0; i < MANY; i++)
+		many[i] = sm_malloc(64);
+	struct sm_stats before, after;
+	sm_stats(&before);
+	_sm_thread.depth++;
+	for (int i = 0; i < MANY; i++)
+		sm_free(many[i]);
+	_sm_thread.depth--;
+	int32_t parked = _sm_thread.stock[3].more_count; /* class 3: 64 B */
+	void *large = sm_malloc(100000); /* a slow path: housekeeping drains */
+	sm_free(large);
+	sm_stats(&after);
+	fprintf(stderr, "nested frees of %d x 64 B: %d parked in the stock; jemalloc allocated "
+	        "%llu -> %llu B\n", MANY, parked, (unsigned long long)before.jemalloc_allocated,
+	        (unsigned long long)after.jemalloc_allocated);
+	CHECK("nested frees park at most 64 blocks of 64 B in the thread's stock",
+	      parked >= 0 && parked <= 64);
+	CHECK("... and the rest is back in jemalloc by the next slow path",
+	      before.jemalloc_allocated - after.jemalloc_allocated >= (uint64_t)MANY * 64 * 9 / 10);
 }
 #endif
 
