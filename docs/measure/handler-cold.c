@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "sigprof.h"
 #include <unistd.h>
 
 #define CAP 200000
@@ -79,41 +80,12 @@ static void handler(int sig)
 	errno = saved;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return (x > y) - (x < y);
-}
-
-static void report(const char *name, uint32_t *v, uint32_t n)
-{
-	if (!n)
-		return;
-	qsort(v, n, sizeof *v, cmp_u32);
-	printf("%s: n=%u p50=%u p90=%u p99=%u p999=%u  ", name, n, v[n / 2], v[n * 9 / 10],
-	       v[n * 99 / 100], v[n * 999 / 1000]);
-}
-
 int main(int argc, char **argv)
 {
 	int seconds = argc > 1 ? atoi(argv[1]) : 2;
 	mode = argc > 2 ? atoi(argv[2]) : 0;
 	probe_block = malloc(100);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGPROF, &sa, NULL);
-	struct sigevent sev;
-	memset(&sev, 0, sizeof sev);
-	sev.sigev_notify = SIGEV_THREAD_ID;
-	sev.sigev_signo = SIGPROF;
-	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-	timer_t timer;
-	if (timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0)
-		return 1;
-	struct itimerspec its = { { 0, 100000 }, { 0, 100000 } };
-	timer_settime(timer, 0, &its, NULL);
+	timer_t timer = sigprof_start(handler, 100);
 	static void *blocks[4096];
 	for (int i = 0; i < 4096; i++)
 		blocks[i] = malloc(16);
@@ -128,10 +100,9 @@ int main(int argc, char **argv)
 			blocks[i] = malloc(size);
 			in_allocator = 0;
 		}
-	timer_delete(timer);
-	signal(SIGPROF, SIG_IGN);
-	report("inside", inside_ns, n_inside);
-	report("outside", outside_ns, n_outside);
+	sigprof_stop(timer);
+	sigprof_report("inside", inside_ns, n_inside, "  ");
+	sigprof_report("outside", outside_ns, n_outside, "  ");
 	printf("\n");
 	return 0;
 }

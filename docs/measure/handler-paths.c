@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "sigprof.h"
 
 static inline uint64_t splitmix(uint64_t *s)
 {
@@ -72,21 +73,6 @@ static void handler(int sig)
 	errno = saved;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return (x > y) - (x < y);
-}
-
-static void report(const char *name, uint32_t *v, uint32_t n)
-{
-	if (!n)
-		return;
-	qsort(v, n, sizeof *v, cmp_u32);
-	printf("%-8s n=%6u p50=%4u p90=%4u p99=%5u p999=%6u\n", name, n, v[n / 2], v[n * 9 / 10],
-	       v[n * 99 / 100], v[n * 999 / 1000]);
-}
-
 int main(int argc, char **argv)
 {
 	int seconds = argc > 1 ? atoi(argv[1]) : 3;
@@ -105,21 +91,7 @@ int main(int argc, char **argv)
 		live[i] = p;
 		sizes[i] = (uint16_t)z;
 	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGPROF, &sa, NULL);
-	struct sigevent sev;
-	memset(&sev, 0, sizeof sev);
-	sev.sigev_notify = SIGEV_THREAD_ID;
-	sev.sigev_signo = SIGPROF;
-	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-	timer_t timer;
-	if (timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0)
-		return 1;
-	struct itimerspec its = { { 0, 100000 }, { 0, 100000 } };
-	timer_settime(timer, 0, &its, NULL);
+	timer_t timer = sigprof_start(handler, 100);
 	uint64_t end = now_ns() + (uint64_t)seconds * 1000000000u;
 	uint32_t pos = 0;
 	while (now_ns() < end)
@@ -137,11 +109,10 @@ int main(int argc, char **argv)
 			live[slot] = p;
 			sizes[slot] = (uint16_t)z;
 		}
-	timer_delete(timer);
-	signal(SIGPROF, SIG_IGN);
-	report("inside", inside, n_inside);
-	report("outside", outside, n_outside);
-	report("all", all, n_all);
+	sigprof_stop(timer);
+	sigprof_report("inside", inside, n_inside, "\n");
+	sigprof_report("outside", outside, n_outside, "\n");
+	sigprof_report("all", all, n_all, "\n");
 	printf("blocks changed under the churn: %llu\n", (unsigned long long)bad);
 	return bad != 0;
 }

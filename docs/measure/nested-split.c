@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "sigprof.h"
 #include "internal.h"
 #include "sigmalloc.h"
 
@@ -93,12 +94,6 @@ static void handler(int sig)
 	errno = saved;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return (x > y) - (x < y);
-}
-
 int main(int argc, char **argv)
 {
 	int seconds = argc > 1 ? atoi(argv[1]) : 3;
@@ -113,21 +108,7 @@ int main(int argc, char **argv)
 		memset(live[i], 0x5a, z);
 		sizes[i] = (uint16_t)z;
 	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGPROF, &sa, NULL);
-	struct sigevent sev;
-	memset(&sev, 0, sizeof sev);
-	sev.sigev_notify = SIGEV_THREAD_ID;
-	sev.sigev_signo = SIGPROF;
-	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-	timer_t timer;
-	if (timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0)
-		return 1;
-	struct itimerspec its = { { 0, 100000 }, { 0, 100000 } };
-	timer_settime(timer, 0, &its, NULL);
+	timer_t timer = sigprof_start(handler, 100);
 	uint64_t end = now_ns() + (uint64_t)seconds * 1000000000u;
 	while (now_ns() < end)
 		for (int k = 0; k < 10000; k++) {
@@ -142,16 +123,9 @@ int main(int argc, char **argv)
 			live[i] = p;
 			sizes[i] = (uint16_t)z;
 		}
-	timer_delete(timer);
-	signal(SIGPROF, SIG_IGN);
-	for (int k = 0; k < P_N; k++) {
-		uint32_t n = counts[k];
-		if (!n)
-			continue;
-		qsort(samples[k], n, sizeof samples[k][0], cmp_u32);
-		printf("%-14s n=%6u p50=%4u p90=%4u p99=%5u p999=%6u\n", names[k], n, samples[k][n / 2],
-		       samples[k][n * 9 / 10], samples[k][n * 99 / 100], samples[k][n * 999 / 1000]);
-	}
+	sigprof_stop(timer);
+	for (int k = 0; k < P_N; k++)
+		sigprof_report(names[k], samples[k], counts[k], "\n");
 	printf("blocks changed under the churn: %llu\n", (unsigned long long)bad);
 	return bad != 0;
 }
