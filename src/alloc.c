@@ -45,12 +45,14 @@
  *
  * Instruction count of a hit (x86-64, gcc 12 -O2, counting the ret; see
  * `objdump -d build/preload/libsigmalloc.so` at malloc and free, and
- * docs/PERFORMANCE.md): malloc 26, free 24; no call, no locked instruction.
+ * docs/PERFORMANCE.md): malloc 27, free 26; no call, no locked instruction.
  * Of those, 3 are the depth window, 1 the GOT load of the TLS offset (a
- * shared library's initial-exec TLS), 1 the statistics counter. The class
- * table and the copy of _sm_base are read from the thread's TLS block (one
- * page with the depth counter; types.h). The class index is size_t so that
- * the bucket address is computed once.
+ * shared library's initial-exec TLS). The statistics counter costs no
+ * instruction of its own: it rides in the count's word (sm_bucket.tally),
+ * and a hit is one add. The class table and the copy of _sm_base are read
+ * from the thread's TLS block (one page with the depth counter and the
+ * nested stock; types.h). The class index is size_t so that the bucket
+ * address is computed once.
  */
 #include <string.h>
 
