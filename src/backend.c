@@ -495,8 +495,8 @@ uint32_t _sm_backend_alloc_batch(uint32_t want_cls, uint32_t n, struct sm_node *
 	return got;
 }
 
-/* Frees a NULL-terminated chain of a bucket of class cls; returns its
- * length (one walk: callers need not count it first). Each object's size
+/* Frees a NULL-terminated chain of class objects; returns its length (one
+ * walk: callers need not count it first). Each object's size
  * comes from its address, since a bucket may hold its hub's objects
  * (source_class). Objects may be poisoned (ASan builds): each is unpoisoned
  * before its link is read. */

@@ -257,7 +257,7 @@ static void thread_exit(void *arg)
 	if (t->cache == c) {
 		/* From here on this thread, and its handlers, use no cache and no
 		 * stock: DEAD first (a handler that sees LIVE still finds the
-		 * cache), then the stock goes onto the cache's reserves. */
+		 * cache), then the stock goes onto the cache's private lists. */
 		t->state = SM_THREAD_DEAD;
 		sm_signal_fence();
 		t->cache = (struct sm_cache *)&_sm_cache_empty;

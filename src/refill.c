@@ -260,9 +260,9 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 				uint32_t n;
 				struct sm_node *last = chain_last(chain, &n);
 				tls_add32(&s->more_count, -(int32_t)n);
-				/* Handlers may have freed any number of objects: what
-				 * the private list has no room for goes to jemalloc (a
-				 * count must stay below SM_TALLY_COUNT_MAX). */
+				/* At most stock_more_max objects; if they would take the
+				 * private list over its high mark, they go straight to
+				 * jemalloc, as a trim would send them. */
 				struct sm_bucket *b = &c->bucket[cls];
 				if (bucket_count(b) + n <= b->high_mark) {
 					_sm_bucket_splice(b, chain, last, n);
@@ -309,19 +309,26 @@ void _sm_nested_stats_fold(struct sm_thread *t, struct sm_cache *c)
 	}
 }
 
-/* Everything in the stock of a class, as a chain (NULL if empty): `more`
- * and every full slot. Owner at depth 1; a handler may still take from
- * what is left meanwhile (tlslist.h). */
-static struct sm_node *stock_take_everything(struct sm_stock *s)
+/* Everything in the stock of a class, as a chain (NULL if empty) of *n
+ * objects ending at *last: `more` and every full slot, in one walk. Owner
+ * at depth 1; a handler may still take from what is left meanwhile
+ * (tlslist.h). */
+static struct sm_node *stock_take_everything(struct sm_stock *s, uint32_t *n,
+                                             struct sm_node **last)
 {
 	struct sm_node *chain = tls_take_all(&s->more), *p;
-	uint32_t n = 0;
-	for (struct sm_node *q = chain; q; q = q->next)
-		n++;
-	tls_add32(&s->more_count, -(int32_t)n);
+	*n = 0;
+	*last = NULL;
+	if (chain) {
+		*last = chain_last(chain, n);
+		tls_add32(&s->more_count, -(int32_t)*n);
+	}
 	while ((p = tls_slots_take(&s->state, s->slot)) != NULL) {
+		if (!*last)
+			*last = p;
 		p->next = chain;
 		chain = p;
+		++*n;
 	}
 	return chain;
 }
@@ -337,13 +344,12 @@ static struct sm_node *stock_take_everything(struct sm_stock *s)
 void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		struct sm_node *chain = stock_take_everything(&t->stock[cls]);
-		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
-		if (!chain)
-			continue;
 		uint32_t n;
-		struct sm_node *last = chain_last(chain, &n);
-		_sm_bucket_splice(&c->bucket[cls], chain, last, n);
+		struct sm_node *last;
+		struct sm_node *chain = stock_take_everything(&t->stock[cls], &n, &last);
+		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
+		if (chain)
+			_sm_bucket_splice(&c->bucket[cls], chain, last, n);
 	}
 	tls_or32(&t->stats_dirty, (1u << SM_NUM_CLASSES) - 1);
 	_sm_nested_stats_fold(t, c);
@@ -354,14 +360,16 @@ void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
 static void stock_flush(struct sm_thread *t, struct sm_cache *c)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		struct sm_node *chain = stock_take_everything(&t->stock[cls]);
+		uint32_t n;
+		struct sm_node *last;
+		struct sm_node *chain = stock_take_everything(&t->stock[cls], &n, &last);
 		if (chain)
 			c->slow[cls].objects_trimmed += _sm_backend_free_chain(chain, c->tcache);
 		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
-		if (t->stocking)
-			tls_or32(&t->stock_want, 1u << cls);
 	}
 	tls_andnot32(&t->stock_want, ~c->used_mask);
+	if (t->stocking)
+		tls_or32(&t->stock_want, c->used_mask);
 }
 
 /* Some handler in this process allocated. Until then no thread keeps a
@@ -422,7 +430,7 @@ static inline void maybe_start_refiller(void)
  * to jemalloc, without its tcache once the thread is exiting.
  * ---------------------------------------------------------------------- */
 
-static struct sm_node *global_take(uint32_t cls, size_t align);
+static struct sm_node *global_take(uint32_t cls);
 
 /*
  * A thread on which jemalloc no longer honours our arenas (its thread state
@@ -440,7 +448,7 @@ static sm_noinline void *alloc_proxied(uint32_t cls)
 			_sm_refiller_start_slow();
 	}
 	for (int tries = 0; tries < 20000; tries++) {
-		struct sm_node *node = global_take(cls, 0);
+		struct sm_node *node = global_take(cls);
 		if (node) {
 			_sm_refiller_kick(); /* not a handler: it may wake the thread */
 			return node;
@@ -756,13 +764,6 @@ static inline struct sm_node *stock_take(struct sm_thread *t, uint32_t k)
 	return node;
 }
 
-/* Everything but the common case: the class's stock was empty (or the
- * request is aligned, or the thread has no cache). Out of line, so that
- * the common case is a few cache lines of code (a handler runs them cold).
- * The stocks of larger classes first (this thread's own, no locked
- * instruction), then the cache's atomic reserves, then the process-wide
- * reserve. A thread that is not LIVE (no cache yet, or exiting) has an
- * empty stock and no cache to speak of: process-wide reserve only. */
 /* The classes a nested request of class cls may take from, in order: cls,
  * up to SM_NESTED_CLIMB larger ones, and its hub (where nested frees of the
  * hub objects that served cls land: sizeclass.c). Returns the next after
@@ -775,6 +776,13 @@ static inline uint32_t climb_next(uint32_t cls, uint32_t k)
 	return k < hub ? hub : SM_NUM_CLASSES;
 }
 
+/* Everything but the common case: the class's stock was empty (or the
+ * request is aligned, or the thread has no cache). Out of line, so that
+ * the common case is a few cache lines of code (a handler runs them cold).
+ * The stocks of larger classes first (this thread's own, no locked
+ * instruction), then the cache's atomic reserves, then the process-wide
+ * reserve. A thread that is not LIVE (no cache yet, or exiting) has an
+ * empty stock and no cache to speak of: process-wide reserve only. */
 static sm_noinline struct sm_node *nested_take_slow(struct sm_thread *t, uint32_t cls,
                                                     size_t align)
 {
@@ -802,7 +810,7 @@ static sm_noinline struct sm_node *nested_take_slow(struct sm_thread *t, uint32_
 		 * owner that may run no slow path for a while. */
 		_sm_refiller_request_nested(c, &c->reserve_want, cls);
 	}
-	struct sm_node *node = global_take(cls, align);
+	struct sm_node *node = global_take(cls);
 	if (node)
 		return node;
 	/* Handlers allocate in this process: every class gets a reserve. */
@@ -813,11 +821,10 @@ static sm_noinline struct sm_node *nested_take_slow(struct sm_thread *t, uint32_
 }
 
 /* One object for class cls from the process-wide reserve: its hub's, or a
- * larger hub's (a hub is aligned to any alignment cls guarantees); any
- * context. */
-static struct sm_node *global_take(uint32_t cls, size_t align)
+ * larger hub's (a hub is aligned to any alignment cls guarantees, so an
+ * aligned request needs no check here); any context. */
+static struct sm_node *global_take(uint32_t cls)
 {
-	(void)align;
 	for (uint32_t h = _sm_class_hub[cls];; h = _sm_class_hub[h + 1]) {
 		struct sm_node *node = list_take_one(&global_reserve[h].list, &global_reserve[h].count);
 		if (node) { /* restocked by the next owner slow path or refill tick */
@@ -890,11 +897,18 @@ static inline void stat_inc(_Atomic uint64_t *counter)
 	                      memory_order_relaxed);
 }
 
+/* Counts one nested event of class cls in the thread's TLS (folded into
+ * the cache by the owner: _sm_nested_stats_fold). */
+static inline void stock_count(struct sm_thread *t, uint64_t *counter, uint32_t cls)
+{
+	tls_add64(counter, 1);
+	tls_or32(&t->stats_dirty, 1u << cls);
+}
+
 static void nested_count_other(struct sm_thread *t, uint32_t cls, bool null)
 {
 	if (t->state == SM_THREAD_LIVE && t->cache != cache_empty()) {
-		tls_add64(&t->stock[cls].nested_allocs, 1);
-		tls_or32(&t->stats_dirty, 1u << cls);
+		stock_count(t, &t->stock[cls].nested_allocs, cls);
 		if (null)
 			stat_inc(&t->cache->shared[cls].nested_nulls);
 		return;
@@ -939,8 +953,7 @@ void *_sm_nested_alloc(uint32_t cls, size_t align)
 	if (sm_config_stats) {
 		/* A slot was full, so the thread is (or was until its exit
 		 * handed the stock over, which folds last) LIVE. */
-		tls_add64(&s->nested_allocs, 1);
-		tls_or32(&t->stats_dirty, 1u << cls);
+		stock_count(t, &s->nested_allocs, cls);
 	}
 	sm_signal_fence();
 	t->depth--;
@@ -970,8 +983,7 @@ static sm_noinline void nested_free_slow(struct sm_thread *t, void *p, uint32_t 
 		_sm_deferred_push(p);
 	}
 	if (sm_config_stats && t->state == SM_THREAD_LIVE) {
-		tls_add64(&s->nested_frees, 1);
-		tls_or32(&t->stats_dirty, 1u << cls);
+		stock_count(t, &s->nested_frees, cls);
 	}
 	sm_signal_fence();
 	t->depth--;
@@ -991,8 +1003,7 @@ void _sm_nested_free(void *p, uint32_t cls)
 		return;
 	}
 	if (sm_config_stats) {
-		tls_add64(&s->nested_frees, 1);
-		tls_or32(&t->stats_dirty, 1u << cls);
+		stock_count(t, &s->nested_frees, cls);
 	}
 	sm_signal_fence();
 	t->depth--;

@@ -111,59 +111,43 @@ static inline bool tls_cas32(uint32_t *word, uint32_t *expected, uint32_t desire
 #endif
 }
 
+/* *p op= v in one instruction on x86-64 (insn with operand constraint
+ * cons); elsewhere the atomic builtin, seq_cst between signal fences. */
+#if defined(__x86_64__)
+#define TLS_RMW(p, v, insn, cons, builtin) \
+	__asm__ __volatile__(insn " %1, %0" : "+m"(*(p)) : cons(v) : "memory")
+#else
+#define TLS_RMW(p, v, insn, cons, builtin)                \
+	do {                                              \
+		atomic_signal_fence(memory_order_seq_cst); \
+		builtin((p), (v), __ATOMIC_SEQ_CST);       \
+		atomic_signal_fence(memory_order_seq_cst); \
+	} while (0)
+#endif
+
 static inline void tls_xor32(uint32_t *word, uint32_t bits)
 {
-#if defined(__x86_64__)
-	__asm__ __volatile__("xorl %1, %0" : "+m"(*word) : "ir"(bits) : "memory");
-#else
-	atomic_signal_fence(memory_order_seq_cst);
-	__atomic_fetch_xor(word, bits, __ATOMIC_SEQ_CST);
-	atomic_signal_fence(memory_order_seq_cst);
-#endif
+	TLS_RMW(word, bits, "xorl", "ir", __atomic_fetch_xor);
 }
 
 static inline void tls_add32(int32_t *counter, int32_t delta)
 {
-#if defined(__x86_64__)
-	__asm__ __volatile__("addl %1, %0" : "+m"(*counter) : "ir"(delta) : "memory");
-#else
-	atomic_signal_fence(memory_order_seq_cst);
-	__atomic_fetch_add(counter, delta, __ATOMIC_SEQ_CST);
-	atomic_signal_fence(memory_order_seq_cst);
-#endif
+	TLS_RMW(counter, delta, "addl", "ir", __atomic_fetch_add);
 }
 
 static inline void tls_add64(uint64_t *counter, uint64_t delta)
 {
-#if defined(__x86_64__)
-	__asm__ __volatile__("addq %1, %0" : "+m"(*counter) : "er"(delta) : "memory");
-#else
-	atomic_signal_fence(memory_order_seq_cst);
-	__atomic_fetch_add(counter, delta, __ATOMIC_SEQ_CST);
-	atomic_signal_fence(memory_order_seq_cst);
-#endif
+	TLS_RMW(counter, delta, "addq", "er", __atomic_fetch_add);
 }
 
 static inline void tls_or32(uint32_t *mask, uint32_t bits)
 {
-#if defined(__x86_64__)
-	__asm__ __volatile__("orl %1, %0" : "+m"(*mask) : "ir"(bits) : "memory");
-#else
-	atomic_signal_fence(memory_order_seq_cst);
-	__atomic_fetch_or(mask, bits, __ATOMIC_SEQ_CST);
-	atomic_signal_fence(memory_order_seq_cst);
-#endif
+	TLS_RMW(mask, bits, "orl", "ir", __atomic_fetch_or);
 }
 
 static inline void tls_andnot32(uint32_t *mask, uint32_t bits)
 {
-#if defined(__x86_64__)
-	__asm__ __volatile__("andl %1, %0" : "+m"(*mask) : "ir"(~bits) : "memory");
-#else
-	atomic_signal_fence(memory_order_seq_cst);
-	__atomic_fetch_and(mask, ~bits, __ATOMIC_SEQ_CST);
-	atomic_signal_fence(memory_order_seq_cst);
-#endif
+	TLS_RMW(mask, ~bits, "andl", "ir", __atomic_fetch_and);
 }
 
 /* Pushes the chain first .. last (last->next is overwritten). */

@@ -115,8 +115,7 @@ struct sm_bucket_slow {
  *
  *   list     pushed by                      taken (exchange-all) by
  *   reserve  owner slow path, refill thread nested alloc (after the stock),
- *            (on request), thread exit      refill thread (dead)
- *            (the stock), fork child
+ *            (on request)                   refill thread (dead)
  *   inbox    refill thread                  owner slow path, refill thread
  *                                           (idle, dead)
  *   outbox   owner slow path (trim)         refill thread
