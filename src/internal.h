@@ -182,6 +182,10 @@ void _sm_refiller_request_nested(struct sm_cache *c, _Atomic uint32_t *mask, uin
 void _sm_refiller_note_nested(void) sm_hidden;
 bool _sm_refiller_adopt(struct sm_cache *c) sm_hidden;
 void _sm_refiller_kick(void) sm_hidden; /* wakes the thread if it sleeps; not nested */
+/* Returns once whatever the thread was doing when called (a deferred-list
+ * drain, a restock) has finished: takes and drops its work lock. Not
+ * nested; for tests that look at jemalloc's counters. */
+void _sm_refiller_barrier(void) sm_hidden;
 void _sm_refiller_fork_prepare(void) sm_hidden;
 void _sm_refiller_fork_parent(void) sm_hidden;
 void _sm_refiller_fork_child(struct sm_cache *mine) sm_hidden;

@@ -475,6 +475,12 @@ bool _sm_refiller_adopt(struct sm_cache *c)
 	return true;
 }
 
+void _sm_refiller_barrier(void)
+{
+	pthread_mutex_lock(&work_lock);
+	pthread_mutex_unlock(&work_lock);
+}
+
 void _sm_refiller_fork_prepare(void)
 {
 	pthread_mutex_lock(&work_lock);
