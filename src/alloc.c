@@ -59,9 +59,10 @@
 #include "internal.h"
 #include "sigmalloc.h"
 
-/* The thread's state. The cache pointer starts at the sentinel, whose marks
- * are 0, so that a new thread's first malloc and free miss into the slow
- * path, which sets the thread up: the fast path has no init check. */
+/* The thread's state. Its buckets start with marks 0, so that a new
+ * thread's first malloc and free miss into the slow path, which sets the
+ * thread up: the fast path has no init check. The cache pointer starts at
+ * the sentinel, which the slow path recognises. */
 __thread struct sm_thread _sm_thread sm_tls __attribute__((aligned(4096))) = {
 	.cache = (struct sm_cache *)&_sm_cache_empty,
 	.base = SM_BASE_UNSET,
@@ -75,6 +76,15 @@ _Static_assert(sizeof(struct sm_thread) <= 4096, "the thread state fits in one p
 /* ------------------------------------------------------------------------
  * Depth window
  * ---------------------------------------------------------------------- */
+
+/* The same for the fast path's %fs-relative view (internal.h). */
+static sm_always_inline uint32_t depth_enter_fs(sm_thread_fs *t)
+{
+	uint32_t d = t->depth;
+	t->depth = d + 1;
+	sm_signal_fence();
+	return d;
+}
 
 static sm_always_inline uint32_t depth_enter(struct sm_thread *t)
 {
@@ -98,17 +108,16 @@ static sm_always_inline void depth_leave(struct sm_thread *t)
  * which neighbouring classes a nested allocation may fall back to. */
 static sm_always_inline void *alloc_class(size_t cls, size_t align)
 {
-	struct sm_thread *t = &_sm_thread;
-	if (sm_unlikely(depth_enter(t) != 0))
+	sm_thread_fs *t = thread_fs();
+	if (sm_unlikely(depth_enter_fs(t) != 0))
 		return _sm_nested_alloc(cls, align);
-	struct sm_bucket *b = &t->cache->bucket[cls];
-	uint64_t tally = b->tally;
-	if (sm_unlikely((tally & SM_TALLY_COUNT_MAX) <= b->low_mark))
+	uint64_t tally = t->bucket[cls].tally;
+	if (sm_unlikely((tally & SM_TALLY_COUNT_MAX) <= t->bucket[cls].low_mark))
 		return _sm_alloc_slow(cls); /* leaves depth at 0 */
-	struct sm_node *node = b->head;
-	b->tally = tally + (sm_config_stats ? SM_TALLY_HIT : (uint64_t)-1);
+	struct sm_node *node = t->bucket[cls].head;
+	t->bucket[cls].tally = tally + (sm_config_stats ? SM_TALLY_HIT : (uint64_t)-1);
 	sm_unpoison(node);
-	b->head = node->next;
+	t->bucket[cls].head = node->next;
 	sm_signal_fence();
 	t->depth = 0;
 	return node;
@@ -116,21 +125,20 @@ static sm_always_inline void *alloc_class(size_t cls, size_t align)
 
 static sm_always_inline void free_class(void *p, size_t cls)
 {
-	struct sm_thread *t = &_sm_thread;
-	if (sm_unlikely(depth_enter(t) != 0)) {
+	sm_thread_fs *t = thread_fs();
+	if (sm_unlikely(depth_enter_fs(t) != 0)) {
 		_sm_nested_free(p, cls);
 		return;
 	}
-	struct sm_bucket *b = &t->cache->bucket[cls];
-	uint64_t tally = b->tally;
-	if (sm_unlikely((tally & SM_TALLY_COUNT_MAX) >= b->high_mark)) {
+	uint64_t tally = t->bucket[cls].tally;
+	if (sm_unlikely((tally & SM_TALLY_COUNT_MAX) >= t->bucket[cls].high_mark)) {
 		_sm_free_slow(p, cls); /* leaves depth at 0 */
 		return;
 	}
 	struct sm_node *node = p;
-	node->next = b->head;
-	b->head = node;
-	b->tally = tally + 1;
+	node->next = t->bucket[cls].head;
+	t->bucket[cls].head = node;
+	t->bucket[cls].tally = tally + 1;
 	sm_poison(node);
 	sm_signal_fence();
 	t->depth = 0;
@@ -200,7 +208,7 @@ __attribute__((hot)) void *sm_malloc(size_t size)
 
 __attribute__((hot)) void sm_free(void *p)
 {
-	uintptr_t slot = ((uintptr_t)p - _sm_thread.base) >> SM_SLOT_SHIFT;
+	uintptr_t slot = ((uintptr_t)p - thread_fs()->base) >> SM_SLOT_SHIFT;
 	if (sm_likely(slot < SM_NUM_CLASSES))
 		free_class(p, slot);
 	else

@@ -48,7 +48,10 @@
 #include "internal.h"
 #include "lockless.h"
 
-const struct sm_cache _sm_cache_empty; /* all marks 0: every call misses */
+/* What a thread without a cache points at: the slow paths recognise it. */
+const struct sm_cache _sm_cache_empty = {
+	.priv = (struct sm_bucket *)_sm_cache_empty.parked,
+};
 
 _Atomic int _sm_initialized; /* 0 not yet, 1 ready, -1 failed */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -102,7 +105,7 @@ bool _sm_init(void)
 static void cache_set_marks(struct sm_cache *c)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		struct sm_bucket *b = &c->bucket[cls];
+		struct sm_bucket *b = &c->priv[cls];
 		struct sm_bucket_slow *s = &c->slow[cls];
 		uint32_t low, high, batch, cap;
 		_sm_class_watermarks(cls, &low, &high, &batch, &cap);
@@ -148,6 +151,7 @@ static struct sm_cache *cache_acquire(void)
 		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (m != MAP_FAILED) {
 			c = m;
+			c->priv = c->parked;
 			c->tcache = SM_TCACHE_NONE;
 			c->next_all = _sm_registry_first();
 			atomic_store_explicit(&registry, c, memory_order_release);
@@ -155,6 +159,12 @@ static struct sm_cache *cache_acquire(void)
 	}
 	if (c) {
 		atomic_store_explicit(&c->state, SM_CACHE_LIVE, memory_order_seq_cst);
+		/* Its private lists (an exited thread's, or empty) move into this
+		 * thread's TLS, where the fast path finds them. */
+		struct sm_thread *t = &_sm_thread;
+		memcpy(t->bucket, c->parked, sizeof t->bucket);
+		memset(c->parked, 0, sizeof c->parked);
+		c->priv = t->bucket;
 		c->large_arena = _sm_backend_large_arena(large_arena_seq++);
 		if (c->tcache == SM_TCACHE_NONE) /* a new cache, or one forgotten by fork */
 			c->tcache = _sm_backend_tcache_create();
@@ -224,7 +234,7 @@ struct sm_cache *_sm_thread_setup(void)
 void _sm_cache_flush(struct sm_cache *c, int tc)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		struct sm_bucket *b = &c->bucket[cls];
+		struct sm_bucket *b = &c->priv[cls];
 		struct sm_bucket_shared *sh = &c->shared[cls];
 		if (bucket_count(b)) {
 			c->slow[cls].objects_trimmed += _sm_backend_free_chain(b->head, tc);
@@ -248,6 +258,29 @@ void _sm_cache_flush(struct sm_cache *c, int tc)
 	atomic_store_explicit(&c->reserve_want, 0, memory_order_relaxed);
 }
 
+/* The registry walk of the statistics reader (stats.c) holds the lock, so
+ * that it never follows a LIVE cache's priv into TLS that is gone. */
+void _sm_registry_lock(void)
+{
+	pthread_mutex_lock(&registry_lock);
+}
+
+void _sm_registry_unlock(void)
+{
+	pthread_mutex_unlock(&registry_lock);
+}
+
+/* Thread exit: the private lists go from the TLS back into the cache, and
+ * the TLS buckets become all zero (every later call misses). */
+static void buckets_park(struct sm_thread *t, struct sm_cache *c)
+{
+	pthread_mutex_lock(&registry_lock);
+	memcpy(c->parked, t->bucket, sizeof c->parked);
+	c->priv = c->parked;
+	pthread_mutex_unlock(&registry_lock);
+	memset(t->bucket, 0, sizeof t->bucket);
+}
+
 static void thread_exit(void *arg)
 {
 	struct sm_cache *c = arg;
@@ -262,6 +295,7 @@ static void thread_exit(void *arg)
 		sm_signal_fence();
 		t->cache = (struct sm_cache *)&_sm_cache_empty;
 		sm_signal_fence();
+		buckets_park(t, c);
 		_sm_stock_hand_over(t, c);
 		/* The refill thread returns it all to jemalloc; without one, this
 		 * thread does, bypassing its jemalloc tcache that is going away. */
@@ -296,6 +330,7 @@ static void cache_forget(struct sm_cache *c)
 	struct sm_cache *next = c->next_all;
 	memset(c, 0, sizeof *c);
 	c->next_all = next;
+	c->priv = c->parked;
 	/* Its jemalloc tcache may have been mid-operation: never use it again. */
 	c->tcache = SM_TCACHE_NONE;
 	atomic_store_explicit(&c->state, SM_CACHE_FREE, memory_order_relaxed);
@@ -318,5 +353,5 @@ static void fork_child(void)
 	_sm_refiller_fork_child(mine);
 	if (mine) /* its low marks were armed for a thread that is gone */
 		for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
-			mine->bucket[cls].low_mark = 0;
+			mine->priv[cls].low_mark = 0;
 }

@@ -170,7 +170,7 @@ void _sm_reserve_restock(struct sm_cache *c, bool owner, int tc)
 		uint32_t need = _sm_options.reserve - (uint32_t)have;
 		struct sm_node *first, *last;
 		uint32_t got;
-		struct sm_bucket *b = &c->bucket[cls];
+		struct sm_bucket *b = &c->priv[cls];
 		bool from_list = owner && bucket_count(b) > need;
 		if (from_list)
 			got = bucket_take(b, need, &first, &last);
@@ -194,7 +194,7 @@ static void trim_after_idle(struct sm_cache *c)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		_sm_bucket_trim_to(c, cls, c->slow[cls].low_default);
-		c->bucket[cls].high_mark = c->slow[cls].high_default;
+		c->priv[cls].high_mark = c->slow[cls].high_default;
 		c->slow[cls].refill_next = c->slow[cls].refill_first;
 	}
 }
@@ -220,7 +220,7 @@ static inline int32_t stock_held(struct sm_stock *s)
 static void stock_fill(struct sm_thread *t, struct sm_cache *c, uint32_t cls, uint32_t slots,
                        uint32_t n)
 {
-	struct sm_bucket *b = &c->bucket[cls];
+	struct sm_bucket *b = &c->priv[cls];
 	struct sm_node *first, *last;
 	uint32_t got;
 	if (bucket_count(b) > n) {
@@ -263,7 +263,7 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 				/* At most stock_more_max objects; if they would take the
 				 * private list over its high mark, they go straight to
 				 * jemalloc, as a trim would send them. */
-				struct sm_bucket *b = &c->bucket[cls];
+				struct sm_bucket *b = &c->priv[cls];
 				if (bucket_count(b) + n <= b->high_mark) {
 					_sm_bucket_splice(b, chain, last, n);
 				} else {
@@ -349,7 +349,7 @@ void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
 		struct sm_node *chain = stock_take_everything(&t->stock[cls], &n, &last);
 		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
 		if (chain)
-			_sm_bucket_splice(&c->bucket[cls], chain, last, n);
+			_sm_bucket_splice(&c->priv[cls], chain, last, n);
 	}
 	tls_or32(&t->stats_dirty, (1u << SM_NUM_CLASSES) - 1);
 	_sm_nested_stats_fold(t, c);
@@ -493,7 +493,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 			return alloc_uncached(t, cls);
 	}
 	housekeeping(c);
-	struct sm_bucket *b = &c->bucket[cls];
+	struct sm_bucket *b = &c->priv[cls];
 	struct sm_bucket_slow *s = &c->slow[cls];
 	const uint64_t misses_before = s->sync_misses;
 	if (bucket_count(b) > 0) {
@@ -580,7 +580,7 @@ void *_sm_alloc_slow(uint32_t cls)
 
 void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
 {
-	struct sm_bucket *b = &c->bucket[cls];
+	struct sm_bucket *b = &c->priv[cls];
 	if (bucket_count(b) <= keep)
 		return;
 	struct sm_node *first, *last;
@@ -601,7 +601,7 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 		}
 	}
 	housekeeping(c);
-	struct sm_bucket *b = &c->bucket[cls];
+	struct sm_bucket *b = &c->priv[cls];
 	node->next = b->head;
 	b->head = node;
 	bucket_count_add(b, 1);

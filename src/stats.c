@@ -10,6 +10,8 @@
  * snapshot in any case.
  */
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -24,6 +26,14 @@ void sm_stats(struct sm_stats *out)
 	*out = (struct sm_stats){ 0 };
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
 		out->classes[cls].size = _sm_class_size[cls];
+	/* A LIVE cache's priv is its owner's TLS (types.h): walk under the
+	 * registry lock, with this thread's signals held back, so that a
+	 * handler whose malloc sets this thread up (which takes the lock)
+	 * cannot land while we hold it. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	_sm_registry_lock();
 	for (struct sm_cache *c = _sm_registry_first(); c; c = c->next_all) {
 		uint32_t state = atomic_load_explicit(&c->state, memory_order_relaxed);
 		if (state == SM_CACHE_LIVE)
@@ -32,7 +42,7 @@ void sm_stats(struct sm_stats *out)
 			out->threads_cached++;
 		for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 			struct sm_class_stats *o = &out->classes[cls];
-			const struct sm_bucket *b = &c->bucket[cls];
+			const struct sm_bucket *b = &c->priv[cls];
 			const struct sm_bucket_slow *s = &c->slow[cls];
 			const struct sm_bucket_shared *sh = &c->shared[cls];
 			const uint64_t tally = RD(b->tally);
@@ -66,6 +76,8 @@ void sm_stats(struct sm_stats *out)
 		out->large_allocs += RD(c->large_allocs);
 		out->large_frees += RD(c->large_frees);
 	}
+	_sm_registry_unlock();
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_class_stats *o = &out->classes[cls];
 		uint64_t allocs, nulls;

@@ -64,9 +64,14 @@ struct sm_node {
 };
 
 /* The owner-private half of a bucket. 32 bytes, two to a cache line.
- * Protected by: the owner's depth window (depth == 1); nothing else reads or
- * writes these fields while the owner lives, except the fork child, which
- * resets them (cache.c). */
+ * While a thread owns the cache, its buckets live in that thread's TLS
+ * (sm_thread.bucket), so that the fast path reaches them from %fs with no
+ * load of the cache pointer and a signal handler's allocation touches one
+ * page fewer; while no thread owns it, in the cache (sm_cache.parked).
+ * Protected by: the owner's depth window (depth == 1); nothing else writes
+ * these fields while the owner lives, except the fork child, which resets
+ * them (cache.c); the statistics reader reads tally racily, under the
+ * registry lock (stats.c). */
 struct sm_bucket {
 	struct sm_node *head;   //! private free list; owner only
 	uint64_t tally;         //! owner only: bits 0..15 the count of objects on head,
@@ -155,7 +160,12 @@ enum sm_cache_state {
  * exits is drained and reused by a later thread (cache.c), so the number of
  * caches is the largest number of threads alive at once. */
 struct sm_cache {
-	struct sm_bucket bucket[SM_NUM_CLASSES];   /* hot: the fast path */
+	/* The private lists, never NULL: the owner's TLS (sm_thread.bucket)
+	 * while LIVE, else `parked`. Switched under the registry lock, at
+	 * set-up and at thread exit (cache.c), so that the statistics reader
+	 * never follows it into the TLS of a thread that has gone. */
+	struct sm_bucket *priv;
+	struct sm_bucket parked[SM_NUM_CLASSES];   //! the private lists while no thread owns it
 	struct sm_bucket_slow slow[SM_NUM_CLASSES];
 	struct sm_bucket_shared shared[SM_NUM_CLASSES];
 	/* Requests to the refill thread (refiller.c): a bit per class in
@@ -204,7 +214,12 @@ _Static_assert(sizeof(struct sm_stock) == 64, "one class of stock per cache line
  * lives here, in one page of initial-exec TLS: a signal handler starts with
  * cold caches and TLB, and every distinct page and line costs it a miss
  * (docs/PERFORMANCE.md, "Signal handler"). Hence the thread's own copies of
- * the class table and of _sm_base, and the nested stock.
+ * the class table and of _sm_base, its private buckets and the nested
+ * stock.
+ *
+ * The buckets of a thread without a cache (new, or DEAD) are all zero:
+ * marks 0, so that every malloc and free misses into the slow path, which
+ * sets the thread up: the fast path has no init check.
  *
  * The stock (struct sm_stock, one line per class) is touched by this
  * thread's contexts only, with the one-instruction operations of
@@ -225,6 +240,8 @@ struct sm_thread {
 	uint32_t stocking;       //! the owner keeps stocks: some handler in the process allocated
 	uint32_t stats_dirty;    //! nested counters changed since the owner last folded them
 	uint8_t class_of_units[257]; //! (size + 15) >> 4 -> class, from the TLS image
+	struct sm_bucket bucket[SM_NUM_CLASSES] __attribute__((aligned(64))); //! the
+	                         //! private lists of the cache this thread owns
 	struct sm_stock stock[SM_NUM_CLASSES] __attribute__((aligned(64)));
 };
 

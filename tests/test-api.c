@@ -31,6 +31,7 @@
 #include "sigmalloc.h"
 #include "types.h"
 extern __thread struct sm_thread _sm_thread;
+void _sm_refiller_barrier(void); /* refiller.c: waits for the refill thread's work in progress */
 #define MALLOC sm_malloc
 #define FREE sm_free
 #define CALLOC sm_calloc
