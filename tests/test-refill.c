@@ -28,6 +28,7 @@
 
 extern __thread struct sm_thread _sm_thread;
 extern _Atomic(struct sm_node *) _sm_deferred_head;
+void _sm_refiller_barrier(void); /* src/internal.h */
 
 /* Resident size means nothing under a sanitizer (its shadow memory). */
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -221,10 +222,16 @@ static void test_reserve_restock(void)
 	while (n < 4096 && (held[n] = sm_malloc(3000)) != NULL)
 		n++;
 	_sm_thread.depth--;
-	sleep_ms(200); /* no owner slow path meanwhile: only the thread restocks */
-	_sm_thread.depth++;
-	void *again = sm_malloc(3000);
-	_sm_thread.depth--;
+	/* No owner slow path meanwhile: only the refill thread restocks, on
+	 * its next tick once it gets a CPU. Poll (up to 5 s) rather than
+	 * assume one sleep of 200 ms covers that on a loaded machine. */
+	void *again = NULL;
+	for (int waited = 0; waited < 5000 && !again; waited += 10) {
+		sleep_ms(10);
+		_sm_thread.depth++;
+		again = sm_malloc(3000);
+		_sm_thread.depth--;
+	}
 	fprintf(stderr, "nested: %d allocations before the first NULL\n", n);
 	CHECK("after a drain, the refill thread restocked the reserve", again != NULL);
 	_sm_thread.depth++;
@@ -283,6 +290,7 @@ static void test_thread_churn(void)
 			 * 1 s decay (SIGMALLOC_DECAY_MS), and a loaded machine
 			 * shifted the end sample past the margin in 1 of 4 runs. */
 			sleep_ms(300);
+			_sm_refiller_barrier(); /* as at the end: no flush under way */
 			struct sm_stats warm; /* jemalloc's first stats refresh
 			                       * allocates its own tables: in both */
 			sm_stats(&warm);
@@ -299,6 +307,9 @@ static void test_thread_churn(void)
 			break;
 		sleep_ms(100);
 	}
+	/* unowned_cached_bytes reaches 0 before the refill thread has flushed
+	 * the last cache's jemalloc tcache: let it finish before trimming. */
+	_sm_refiller_barrier();
 	sm_malloc_trim(0);
 	long rss_end = rss_kib();
 	fprintf(stderr,
