@@ -32,6 +32,7 @@
  * A bucket (one size class of one thread):
  *
  *   private:  head -> [obj] -> [obj] -> ... (count)     owner, depth 1 only
+ *             (in the owner's TLS while it lives; in the cache when not)
  *             malloc pops while count > low_mark, free pushes while
  *             count < high_mark; crossing either mark goes to refill.c.
  *   TLS:      stock    nested frees, topped up by the owner (this thread only)
@@ -49,10 +50,12 @@
  * Of those, 3 are the depth window, 1 the GOT load of the TLS offset (a
  * shared library's initial-exec TLS). The statistics counter costs no
  * instruction of its own: it rides in the count's word (sm_bucket.tally),
- * and a hit is one add. The class table and the copy of _sm_base are read
- * from the thread's TLS block (one page with the depth counter and the
- * nested stock; types.h). The class index is size_t so that the bucket
- * address is computed once.
+ * and a hit is one add. The bucket, the class table and the copy of
+ * _sm_base are read from the thread's TLS block (one page with the depth
+ * counter and the nested stock; types.h), every access %fs-relative from
+ * the one GOT load (thread_fs, internal.h): a hit makes no load whose
+ * address depends on another load, except the object's link. The class
+ * index is size_t so that the bucket address is computed once.
  */
 #include <string.h>
 
