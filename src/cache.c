@@ -165,6 +165,7 @@ static struct sm_cache *cache_acquire(void)
 		memcpy(t->bucket, c->parked, sizeof t->bucket);
 		memset(c->parked, 0, sizeof c->parked);
 		c->priv = t->bucket;
+		t->buckets = t->bucket;
 		c->large_arena = _sm_backend_large_arena(large_arena_seq++);
 		if (c->tcache == SM_TCACHE_NONE) /* a new cache, or one forgotten by fork */
 			c->tcache = _sm_backend_tcache_create();
@@ -271,13 +272,16 @@ void _sm_registry_unlock(void)
 }
 
 /* Thread exit: the private lists go from the TLS back into the cache, and
- * the TLS buckets become all zero (every later call misses). */
+ * the fast path's buckets pointer goes to the sentinel's (every later call
+ * misses). */
 static void buckets_park(struct sm_thread *t, struct sm_cache *c)
 {
 	pthread_mutex_lock(&registry_lock);
 	memcpy(c->parked, t->bucket, sizeof c->parked);
 	c->priv = c->parked;
 	pthread_mutex_unlock(&registry_lock);
+	t->buckets = (struct sm_bucket *)_sm_cache_empty.parked;
+	sm_signal_fence(); /* no call of this thread uses the TLS buckets now */
 	memset(t->bucket, 0, sizeof t->bucket);
 }
 

@@ -59,29 +59,6 @@ static const bool sm_config_stats = SM_CONFIG_STATS;
 // "alloc.c": the fast path and the entry points.
 extern __thread struct sm_thread _sm_thread sm_tls sm_hidden;
 
-/* The thread's state as an %fs-relative object, for the fast path. On
- * x86-64 every field is then addressed as %fs:(offset + index), with the
- * initial-exec offset in a register (one GOT load): gcc would otherwise
- * form the address of a bucket, an array indexed by class, as a linear
- * pointer, which costs a load of the thread pointer from %fs:0 (on the TCB,
- * another page than this state's). The asm is not volatile, so that the
- * compiler loads the offset once per function. Elsewhere: the plain
- * object. */
-#if defined(__x86_64__) && defined(__SEG_FS)
-typedef __seg_fs struct sm_thread sm_thread_fs;
-static sm_always_inline sm_thread_fs *thread_fs(void)
-{
-	uintptr_t offset;
-	__asm__("movq _sm_thread@gottpoff(%%rip), %0" : "=r"(offset));
-	return (sm_thread_fs *)offset;
-}
-#else
-typedef struct sm_thread sm_thread_fs;
-static sm_always_inline sm_thread_fs *thread_fs(void)
-{
-	return &_sm_thread;
-}
-#endif
 
 // "sizeclass.c"
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES] sm_hidden;
@@ -91,7 +68,7 @@ extern const uint8_t _sm_class_hub[SM_NUM_CLASSES] sm_hidden;
  * (struct sm_thread), initialised from SM_CLASS_OF_UNITS below. */
 static inline uint32_t class_of_size(size_t size)
 {
-	return thread_fs()->class_of_units[(size + 15) >> 4];
+	return _sm_thread.class_of_units[(size + 15) >> 4];
 }
 /* Index: size in 16-byte units, rounded up; size 0 is class 0. jemalloc
  * 5.3's small classes (sizeclass.c). */

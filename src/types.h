@@ -217,9 +217,10 @@ _Static_assert(sizeof(struct sm_stock) == 64, "one class of stock per cache line
  * the class table and of _sm_base, its private buckets and the nested
  * stock.
  *
- * The buckets of a thread without a cache (new, or DEAD) are all zero:
- * marks 0, so that every malloc and free misses into the slow path, which
- * sets the thread up: the fast path has no init check.
+ * A thread without a cache (new, or DEAD) has `buckets` pointing at the
+ * sentinel's, whose marks are 0, so that every malloc and free misses into
+ * the slow path, which sets the thread up: the fast path has no init
+ * check.
  *
  * The stock (struct sm_stock, one line per class) is touched by this
  * thread's contexts only, with the one-instruction operations of
@@ -228,6 +229,9 @@ _Static_assert(sizeof(struct sm_stock) == 64, "one class of stock per cache line
  * asks it to), thread exit hands it to the cache. */
 struct sm_thread {
 	struct sm_cache *cache;  //! never NULL; the sentinel until set up
+	struct sm_bucket *buckets; //! the fast path's buckets: `bucket` below while the
+	                         //! thread owns a cache, else the sentinel's (const,
+	                         //! all marks 0: every call misses, nothing is written)
 	uint32_t depth;          //! nesting depth, see alloc.c
 	uint32_t state;          //! enum sm_thread_state
 	uint32_t no_jemalloc;    //! jemalloc's own thread state is torn down (backend.c)
