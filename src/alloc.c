@@ -83,12 +83,13 @@ _Static_assert(sizeof(struct sm_thread) <= 4096, "the thread state fits in one p
  * ---------------------------------------------------------------------- */
 
 /* The bucket of class cls, through the pointer kept in the TLS page
- * (sm_thread.buckets): one load, then plain addressing. Not %fs-relative
- * (the bucket array is in the TLS too): the head and the tally carry the dependency from
- * one call to the next, and two builds that addressed them from %fs (as
- * %fs:off(index), or from the thread pointer at %fs:0) took 4.62-4.66
- * against 4.33-4.39 ns per pair/64 on this AMD core (sigmalloc-bench,
- * 10-12 launches each, interleaved, medians); through the pointer, 4.34. */
+ * (sm_thread.buckets): one load, then plain addressing, although the
+ * buckets are in the TLS too. The head and the tally carry the dependency
+ * from one call to the next, and two builds that addressed them from %fs
+ * (as %fs:off(index), or from the thread pointer at %fs:0) took 4.62-4.71
+ * against 4.33-4.39 ns per pair/64 on an AMD Zen 5 core (sigmalloc-bench,
+ * 10-12 launches each, interleaved, medians; docs/PERFORMANCE.md); through
+ * the pointer, 4.37-4.40. */
 static sm_always_inline struct sm_bucket *thread_bucket(struct sm_thread *t, size_t cls)
 {
 	return t->buckets + cls;
