@@ -54,8 +54,8 @@
  * _sm_base are read from the thread's TLS block (one page with the depth
  * counter and the nested stock; types.h): the depth and the class table
  * %fs-relative from the one GOT load, the bucket through the TLS page's
- * buckets pointer (thread_bucket). The class index
- * is size_t so that the bucket address is computed once.
+ * buckets pointer (thread_bucket). The class index is size_t so that the
+ * bucket address is computed once.
  */
 #include <string.h>
 

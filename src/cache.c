@@ -281,8 +281,6 @@ static void buckets_park(struct sm_thread *t, struct sm_cache *c)
 	c->priv = c->parked;
 	pthread_mutex_unlock(&registry_lock);
 	t->buckets = (struct sm_bucket *)_sm_cache_empty.parked;
-	sm_signal_fence(); /* no call of this thread uses the TLS buckets now */
-	memset(t->bucket, 0, sizeof t->bucket);
 }
 
 static void thread_exit(void *arg)

@@ -59,7 +59,6 @@ static const bool sm_config_stats = SM_CONFIG_STATS;
 // "alloc.c": the fast path and the entry points.
 extern __thread struct sm_thread _sm_thread sm_tls sm_hidden;
 
-
 // "sizeclass.c"
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES] sm_hidden;
 /* The smallest power-of-four class at least as large (sizeclass.c). */

@@ -65,9 +65,9 @@ struct sm_node {
 
 /* The owner-private half of a bucket. 32 bytes, two to a cache line.
  * While a thread owns the cache, its buckets live in that thread's TLS
- * (sm_thread.bucket), so that the fast path reaches them from %fs with no
- * load of the cache pointer and a signal handler's allocation touches one
- * page fewer; while no thread owns it, in the cache (sm_cache.parked).
+ * (sm_thread.bucket, reached through sm_thread.buckets), so that a signal
+ * handler's allocation touches the TLS page and not the cache's as well;
+ * while no thread owns it, in the cache (sm_cache.parked).
  * Protected by: the owner's depth window (depth == 1); nothing else writes
  * these fields while the owner lives, except the fork child, which resets
  * them (cache.c); the statistics reader reads tally racily, under the

@@ -37,6 +37,7 @@
 
 #include "internal.h"
 #include "sigmalloc.h"
+#include "signal-timer.h"
 #include "testhelper.h"
 
 struct stamp {
@@ -122,23 +123,6 @@ static void on_prof(int sig)
 	handler_step(prof_slots, 3, &seq_prof, xorshift(&rng_prof));
 }
 
-static timer_t start_timer(int sig, long period_ns)
-{
-	struct sigevent sev;
-	memset(&sev, 0, sizeof sev);
-	sev.sigev_notify = SIGEV_THREAD_ID;
-	sev.sigev_signo = sig;
-	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-	timer_t t;
-	if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0) {
-		perror("timer_create");
-		exit(1);
-	}
-	struct itimerspec its = { { 0, period_ns }, { 0, period_ns } };
-	timer_settime(t, 0, &its, NULL);
-	return t;
-}
-
 static void *touch_and_exit(void *arg)
 {
 	(void)arg;
@@ -174,7 +158,7 @@ int main(int argc, char **argv)
 	sigaddset(&sa.sa_mask, SIGALRM); /* not the other way round */
 	sa.sa_handler = on_prof;
 	sigaction(SIGPROF, &sa, NULL);
-	timer_t ta = start_timer(SIGALRM, 20000), tp = start_timer(SIGPROF, 53000);
+	timer_t ta = thread_timer_start(SIGALRM, 20000), tp = thread_timer_start(SIGPROF, 53000);
 
 	struct held mine[8] = { { 0 } };
 	uint64_t seq = 0, rng = 99, nulls = 0, allocs = 0, rounds = 0;

@@ -28,19 +28,7 @@ static int tests_passed, tests_failed;
 
 #define BANNER(title) fprintf(stderr, "--- %s\n", title)
 
-/* Resident size of this process, from /proc/self/statm. */
-#include <unistd.h>
-static inline long rss_kib(void)
-{
-	FILE *f = fopen("/proc/self/statm", "r");
-	long pages = 0, resident = 0;
-	if (f) {
-		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-			resident = 0;
-		fclose(f);
-	}
-	return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
+#include "rss.h"
 
 static inline int print_test_summary(void)
 {

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../../tests/rss.h"
+
 typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
 static mallctl_fn ctl;
 
@@ -32,18 +34,6 @@ static unsigned read_unsigned(const char *name)
 	unsigned v = 0;
 	size_t len = sizeof v;
 	return ctl(name, &v, &len, NULL, 0) == 0 ? v : 0;
-}
-
-static long rss_kib(void)
-{
-	long pages = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	if (f) {
-		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-			resident = 0;
-		fclose(f);
-	}
-	return resident * 4;
 }
 
 static void *every_class(void *arg)

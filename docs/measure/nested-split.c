@@ -69,7 +69,7 @@ static void handler(int sig)
 			(void)sink;
 		}
 	} else {
-		struct sm_bucket *b = &_sm_thread.cache->bucket[cls];
+		struct sm_bucket *b = &_sm_thread.buckets[cls];
 		if (bucket_count(b) <= b->low_mark)
 			path = P_SLOW_ALLOC;
 		else if (bucket_count(b) >= b->high_mark)

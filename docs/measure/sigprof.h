@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../tests/signal-timer.h"
+
 /* Installs handler for SIGPROF (SA_RESTART) and starts a timer that sends
  * it to the calling thread every period_us; exits on failure. */
 static inline timer_t sigprof_start(void (*handler)(int), long period_us)
@@ -23,19 +25,7 @@ static inline timer_t sigprof_start(void (*handler)(int), long period_us)
 	sa.sa_handler = handler;
 	sa.sa_flags = SA_RESTART;
 	sigaction(SIGPROF, &sa, NULL);
-	struct sigevent sev;
-	memset(&sev, 0, sizeof sev);
-	sev.sigev_notify = SIGEV_THREAD_ID;
-	sev.sigev_signo = SIGPROF;
-	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-	timer_t timer;
-	if (timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0) {
-		perror("timer_create");
-		exit(1);
-	}
-	struct itimerspec its = { { 0, period_us * 1000 }, { 0, period_us * 1000 } };
-	timer_settime(timer, 0, &its, NULL);
-	return timer;
+	return thread_timer_start(SIGPROF, period_us * 1000);
 }
 
 /* Stops the timer; a SIGPROF still pending is ignored. */

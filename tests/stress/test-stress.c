@@ -59,6 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../rss.h"
 #include "sigmalloc.h" /* struct sm_stats only: found with dlsym when preloaded */
 
 static int THREADS = 4;
@@ -388,18 +389,6 @@ static double now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static long rss_kib(void)
-{
-	long pages = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	if (f) {
-		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
-			resident = 0;
-		fclose(f);
-	}
-	return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 int main(int argc, char **argv)
