@@ -122,15 +122,15 @@ static sm_always_inline void *alloc_class(size_t cls, size_t align)
 		return _sm_nested_alloc(cls, align);
 	struct sm_bucket *b = thread_bucket(t, cls);
 	uint64_t tally = b->tally;
-	if (sm_unlikely((tally & SM_TALLY_COUNT_MAX) <= b->low_mark))
+	size_t count = tally & SM_TALLY_COUNT_MAX;
+	if (sm_unlikely(count <= b->low_mark))
 		return _sm_alloc_slow(cls); /* leaves depth at 0 */
-	struct sm_node *node = b->head;
 	b->tally = tally + (sm_config_stats ? SM_TALLY_HIT : (uint64_t)-1);
-	sm_unpoison(node);
-	b->head = node->next;
+	void *p = b->slots[count - 1];
+	sm_unpoison(p);
 	sm_signal_fence();
 	t->depth = 0;
-	return node;
+	return p;
 }
 
 static sm_always_inline void free_class(void *p, size_t cls)
@@ -142,15 +142,14 @@ static sm_always_inline void free_class(void *p, size_t cls)
 	}
 	struct sm_bucket *b = thread_bucket(t, cls);
 	uint64_t tally = b->tally;
-	if (sm_unlikely((tally & SM_TALLY_COUNT_MAX) >= b->high_mark)) {
+	size_t count = tally & SM_TALLY_COUNT_MAX;
+	if (sm_unlikely(count >= b->high_mark)) {
 		_sm_free_slow(p, cls); /* leaves depth at 0 */
 		return;
 	}
-	struct sm_node *node = p;
-	node->next = b->head;
-	b->head = node;
+	b->slots[count] = p; /* count < high_mark < capacity (types.h) */
 	b->tally = tally + 1;
-	sm_poison(node);
+	sm_poison(p);
 	sm_signal_fence();
 	t->depth = 0;
 }

@@ -450,38 +450,30 @@ static sm_noinline sm_cold void misplaced(void *p)
 	_sm_thread.no_jemalloc = 1;
 }
 
-/* n objects for class cls as a chain first .. last, in address order as
- * jemalloc hands them out (a fresh slab's are ascending): objects of cls,
- * or of its hub while cls has no arena of its own (source_class). Every
- * object is checked to lie in the slot it was asked from (see misplaced). */
-uint32_t _sm_backend_alloc_batch(uint32_t want_cls, uint32_t n, struct sm_node **first,
-                                 struct sm_node **last, int tc)
+/* Up to n objects for class cls into out[0 .. n-1], in the order jemalloc
+ * hands them out (a fresh slab's are ascending): objects of cls, or of its
+ * hub while cls has no arena of its own (source_class). Nothing is written
+ * into the objects: a bucket is an array of pointers (types.h), so a refill
+ * straight into it touches no object, as jemalloc's own tcache does not.
+ * Every object is checked to lie in the slot it was asked from (see
+ * misplaced). Returns how many. */
+uint32_t _sm_backend_alloc_array(uint32_t want_cls, uint32_t n, void **out, int tc)
 {
 	const uint32_t cls = source_class(want_cls, n);
 	unsigned arena = class_arena_get(cls);
 	const int flags = MALLOCX_ARENA(arena) | tcache_flag(tc);
-	struct sm_node *head = NULL, *tail = NULL;
 	uint32_t got = 0;
 	if (sm_unlikely(!arena || _sm_thread.no_jemalloc))
 		n = 0;
-	void *ptrs[SM_BATCH_CHUNK];
 	while (got < n) {
 		size_t want = n - got < SM_BATCH_CHUNK ? n - got : SM_BATCH_CHUNK;
+		void **ptrs = out + got;
 		size_t filled = alloc_some(cls, flags, ptrs, want);
 		if (sm_unlikely(!filled))
 			break;
 		size_t i = 0;
-		for (; i < filled; i++) {
-			struct sm_node *node = ptrs[i];
-			if (sm_unlikely(slot_of(node) != cls))
-				break;
-			node->next = NULL;
-			if (tail)
-				tail->next = node;
-			else
-				head = node;
-			tail = node;
-		}
+		while (i < filled && sm_likely(slot_of(ptrs[i]) == cls))
+			i++;
 		got += (uint32_t)i;
 		if (sm_unlikely(i < filled)) {
 			misplaced(ptrs[i]);
@@ -489,6 +481,34 @@ uint32_t _sm_backend_alloc_batch(uint32_t want_cls, uint32_t n, struct sm_node *
 				dallocx(ptrs[i], MALLOCX_TCACHE_NONE);
 			break;
 		}
+	}
+	return got;
+}
+
+/* n objects as a chain first .. last (for the lists that are chains: the
+ * nested stock and reserves, the depot): _sm_backend_alloc_array, then each
+ * object's link written. */
+uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
+                                 struct sm_node **last, int tc)
+{
+	struct sm_node *head = NULL, *tail = NULL;
+	uint32_t got = 0;
+	void *ptrs[SM_BATCH_CHUNK];
+	while (got < n) {
+		uint32_t want = n - got < SM_BATCH_CHUNK ? n - got : SM_BATCH_CHUNK;
+		uint32_t filled = _sm_backend_alloc_array(cls, want, ptrs, tc);
+		for (uint32_t i = 0; i < filled; i++) {
+			struct sm_node *node = ptrs[i];
+			node->next = NULL;
+			if (tail)
+				tail->next = node;
+			else
+				head = node;
+			tail = node;
+		}
+		got += filled;
+		if (filled < want)
+			break;
 	}
 	*first = head;
 	*last = tail;
@@ -512,6 +532,18 @@ uint32_t _sm_backend_free_chain(struct sm_node *node, int tc)
 		n++;
 	}
 	return n;
+}
+
+/* Frees n class objects given by pointer (a bucket's slots). Each may be
+ * poisoned (ASan builds) and is unpoisoned first, as _sm_backend_free_chain
+ * does. */
+void _sm_backend_free_array(void *const *objs, uint32_t n, int tc)
+{
+	const int flags = tcache_flag(tc);
+	for (uint32_t i = 0; i < n; i++) {
+		sm_unpoison(objs[i]);
+		sdallocx(objs[i], _sm_class_size[slot_of(objs[i])], flags);
+	}
 }
 
 void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena, int tc)

@@ -33,7 +33,7 @@
  * taken before any jemalloc lock). In the child, the forking thread keeps
  * its cache; the other threads do not exist there, and each may have
  * been half way through a multi-step update of its private lists (a pop
- * or a splice: head, count and links written one after another), so their
+ * or a splice: count and slots written one after another), so their
  * caches cannot be trusted: the child resets them to empty and FREE for
  * reuse and leaks the objects they held, as jemalloc does with the tcaches
  * of those threads. Lock-less lists whose every update is one atomic step
@@ -102,13 +102,36 @@ bool _sm_init(void)
 	return state > 0;
 }
 
+/* A cache's mapping: the struct, then every class's slot array end to end
+ * (types.h, struct sm_bucket). Pages of the arrays are touched as buckets
+ * grow, from the bottom: a class that holds few objects costs one page or
+ * part of one (docs/MEMORY.md). */
+static size_t cache_struct_size(void)
+{
+	return (sizeof(struct sm_cache) + 4095) & ~(size_t)4095;
+}
+
+static size_t cache_map_size(void)
+{
+	size_t slots = 0;
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
+		slots += _sm_class_slots(cls);
+	return cache_struct_size() + ((slots * sizeof(void *) + 4095) & ~(size_t)4095);
+}
+
+/* Sets the watermarks of every bucket, and its slots: a claimed DEAD
+ * cache's buckets keep what they hold (the arrays do not move). */
 static void cache_set_marks(struct sm_cache *c)
 {
+	void **slots = c->slot_store;
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_bucket *b = &c->priv[cls];
 		struct sm_bucket_slow *s = &c->slow[cls];
 		uint32_t low, high, batch, cap;
 		_sm_class_watermarks(cls, &low, &high, &batch, &cap);
+		b->slots = slots;
+		b->capacity = _sm_class_slots(cls);
+		slots += b->capacity;
 		/* Without a refill thread, refill when empty (issue 3 arms it). */
 		b->low_mark = 0; /* armed by the first refill once the thread runs */
 		b->high_mark = high;
@@ -147,11 +170,12 @@ static struct sm_cache *cache_acquire(void)
 			c = dead;
 	}
 	if (!c) {
-		void *m = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE,
+		void *m = mmap(NULL, cache_map_size(), PROT_READ | PROT_WRITE,
 		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (m != MAP_FAILED) {
 			c = m;
 			c->priv = c->parked;
+			c->slot_store = (void **)((char *)m + cache_struct_size());
 			c->tcache = SM_TCACHE_NONE;
 			c->next_all = _sm_registry_first();
 			atomic_store_explicit(&registry, c, memory_order_release);
@@ -237,10 +261,11 @@ void _sm_cache_flush(struct sm_cache *c, int tc)
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_bucket *b = &c->priv[cls];
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		if (bucket_count(b)) {
-			c->slow[cls].objects_trimmed += _sm_backend_free_chain(b->head, tc);
-			b->head = NULL;
-			bucket_count_add(b, -(int32_t)bucket_count(b));
+		uint32_t n = bucket_count(b);
+		if (n) {
+			_sm_backend_free_array(b->slots, n, tc);
+			bucket_count_add(b, -(int32_t)n);
+			c->slow[cls].objects_trimmed += n;
 		}
 		b->high_mark = c->slow[cls].high_default;
 		_Atomic(struct sm_node *) *lists[] = { &sh->reserve, &sh->inbox, &sh->outbox };
@@ -330,8 +355,10 @@ static void fork_parent(void)
 static void cache_forget(struct sm_cache *c)
 {
 	struct sm_cache *next = c->next_all;
+	void **slot_store = c->slot_store;
 	memset(c, 0, sizeof *c);
 	c->next_all = next;
+	c->slot_store = slot_store;
 	c->priv = c->parked;
 	/* Its jemalloc tcache may have been mid-operation: never use it again. */
 	c->tcache = SM_TCACHE_NONE;

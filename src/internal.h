@@ -86,6 +86,7 @@ uint32_t _sm_class_aligned(size_t size, size_t align) sm_hidden;
 /* Kernel watermarks for a class (memalloc.c prefill_mem_cache). */
 void _sm_class_watermarks(uint32_t cls, uint32_t *low, uint32_t *high, uint32_t *batch,
                           uint32_t *cap) sm_hidden;
+uint32_t _sm_class_slots(uint32_t cls) sm_hidden;
 
 // "backend.c": jemalloc, the only file that calls it.
 /* A class draws its objects from its hub (_sm_class_hub) until that has
@@ -106,10 +107,14 @@ bool _sm_backend_init(void) sm_hidden;
 #define SM_TCACHE_NONE (-1)
 int _sm_backend_tcache_create(void) sm_hidden;
 void _sm_backend_tcache_flush(int tc) sm_hidden;
+/* Allocates up to n objects of class cls into out[], writing nothing into
+ * them; returns how many. */
+uint32_t _sm_backend_alloc_array(uint32_t cls, uint32_t n, void **out, int tc) sm_hidden;
 /* Allocates up to n objects of class cls as a chain; returns its length. */
 uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
                                  struct sm_node **last, int tc) sm_hidden;
 uint32_t _sm_backend_free_chain(struct sm_node *first, int tc) sm_hidden;
+void _sm_backend_free_array(void *const *objs, uint32_t n, int tc) sm_hidden;
 void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena,
                               int tc) sm_hidden;
 void _sm_backend_free_large(void *p, int tc) sm_hidden;
@@ -159,9 +164,10 @@ bool _sm_global_reserve_wanted(void) sm_hidden;
 void _sm_global_reserve_stats(uint32_t cls, uint64_t *allocs, uint64_t *nulls,
                               int32_t *held) sm_hidden;
 void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep) sm_hidden;
-/* Splices a chain first..last of n objects onto a private bucket. */
-void _sm_bucket_splice(struct sm_bucket *b, struct sm_node *first,
-                       struct sm_node *last, uint32_t n) sm_hidden;
+/* Pushes a NULL-terminated chain of n objects into a cache's bucket of cls;
+ * what does not fit goes back to jemalloc (refill.c). */
+void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first,
+                       uint32_t n) sm_hidden;
 
 // "depot.c": whole batches passed between threads.
 bool _sm_depot_put(uint32_t cls, struct sm_node *first, uint32_t n) sm_hidden;

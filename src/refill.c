@@ -69,60 +69,74 @@ static inline struct sm_cache *cache_empty(void)
  * Private list helpers (owner only)
  * ---------------------------------------------------------------------- */
 
-/* ASan builds: objects on a private list are poisoned (issue 4); the n
- * objects from first on are about to join one. Nothing in other builds. */
-static void poison_chain(struct sm_node *first, uint32_t n)
+/* ASan builds: objects in a bucket are poisoned (issue 4); the n objects
+ * of objs[] have just joined one. Nothing in other builds. */
+static void poison_slots(void **objs, uint32_t n)
 {
 	if (!SM_ASAN)
 		return;
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < n; i++)
+		sm_poison(objs[i]);
+}
+
+/* Pushes the n objects of the NULL-terminated chain `first` into the
+ * bucket of cls, in chain order (the chain's last ends on top). What the
+ * slots cannot hold (capacity: types.h) goes back to jemalloc, so no
+ * caller has to bound what it pushes for the bucket's sake. Owner at depth
+ * 1, or whoever has made a cache that is not LIVE theirs. */
+void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, uint32_t n)
+{
+	struct sm_bucket *b = &c->priv[cls];
+	uint32_t count = bucket_count(b);
+	uint32_t room = b->capacity - count;
+	uint32_t pushed = 0;
+	for (; pushed < n && pushed < room && first; pushed++) {
 		struct sm_node *next = first->next;
+		b->slots[count + pushed] = first;
 		sm_poison(first);
 		first = next;
 	}
+	bucket_count_add(b, (int32_t)pushed);
+	if (sm_unlikely(first != NULL))
+		c->slow[cls].objects_trimmed += _sm_backend_free_chain(first, c->tcache);
 }
 
-void _sm_bucket_splice(struct sm_bucket *b, struct sm_node *first,
-                       struct sm_node *last, uint32_t n)
-{
-	last->next = b->head;
-	b->head = first;
-	bucket_count_add(b, (int32_t)n);
-	poison_chain(first, n);
-}
-
-/* Detaches up to n objects from the head of a private list. */
+/* Takes up to n objects off the top of a bucket as a chain first .. last
+ * (for the lists that are chains: stock, reserve, depot, outbox), writing
+ * each object's link. */
 static uint32_t bucket_take(struct sm_bucket *b, uint32_t n,
                             struct sm_node **first, struct sm_node **last)
 {
-	uint32_t got = 0;
-	struct sm_node *head = b->head, *tail = NULL;
-	*first = head;
-	while (got < n && head) {
-		sm_unpoison(head);
-		tail = head;
-		head = head->next;
-		got++;
+	uint32_t count = bucket_count(b);
+	uint32_t got = n < count ? n : count;
+	struct sm_node *head = NULL, *tail = NULL;
+	for (uint32_t i = 0; i < got; i++) {
+		struct sm_node *node = b->slots[count - 1 - i];
+		sm_unpoison(node);
+		node->next = NULL;
+		if (tail)
+			tail->next = node;
+		else
+			head = node;
+		tail = node;
 	}
-	if (tail)
-		tail->next = NULL;
-	b->head = head;
 	bucket_count_add(b, -(int32_t)got);
+	*first = head;
 	*last = tail;
 	return got;
 }
 
-/* Moves a whole atomic list onto the private list. */
-static uint32_t bucket_take_list(struct sm_bucket *b,
+/* Moves a whole atomic list into the bucket of cls. */
+static uint32_t bucket_take_list(struct sm_cache *c, uint32_t cls,
                                  _Atomic(struct sm_node *) *list, _Atomic int32_t *count)
 {
 	struct sm_node *first = list_take_all(list);
 	if (!first)
 		return 0;
 	uint32_t n;
-	struct sm_node *last = chain_last(first, &n);
+	chain_last(first, &n);
 	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
-	_sm_bucket_splice(b, first, last, n);
+	_sm_bucket_splice(c, cls, first, n);
 	return n;
 }
 
@@ -258,14 +272,14 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 			struct sm_node *chain = tls_take_all(&s->more);
 			if (chain) {
 				uint32_t n;
-				struct sm_node *last = chain_last(chain, &n);
+				chain_last(chain, &n);
 				tls_add32(&s->more_count, -(int32_t)n);
 				/* At most stock_more_max objects; if they would take the
 				 * private list over its high mark, they go straight to
 				 * jemalloc, as a trim would send them. */
 				struct sm_bucket *b = &c->priv[cls];
 				if (bucket_count(b) + n <= b->high_mark) {
-					_sm_bucket_splice(b, chain, last, n);
+					_sm_bucket_splice(c, cls, chain, n);
 				} else {
 					_sm_backend_free_chain(chain, c->tcache);
 					c->slow[cls].objects_trimmed += n;
@@ -349,7 +363,7 @@ void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
 		struct sm_node *chain = stock_take_everything(&t->stock[cls], &n, &last);
 		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
 		if (chain)
-			_sm_bucket_splice(&c->priv[cls], chain, last, n);
+			_sm_bucket_splice(c, cls, chain, n);
 	}
 	tls_or32(&t->stats_dirty, (1u << SM_NUM_CLASSES) - 1);
 	_sm_nested_stats_fold(t, c);
@@ -503,31 +517,29 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		_sm_refiller_request(c, &c->refill_want, cls);
 	} else {
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		bucket_take_list(b, &sh->inbox, &sh->inbox_count);
+		bucket_take_list(c, cls, &sh->inbox, &sh->inbox_count);
 		uint32_t got;
 		struct sm_node *batch;
 		if (bucket_count(b) == 0 && (batch = _sm_depot_get(cls, &got)) != NULL) {
 			/* A batch another thread trimmed: no jemalloc at all. */
-			b->head = batch;
-			bucket_count_add(b, (int32_t)got);
-			poison_chain(batch, got);
+			_sm_bucket_splice(c, cls, batch, got);
 		}
 		if (bucket_count(b) == 0) {
 			/* The refill thread is late or absent: a synchronous miss. The
 			 * owner is provably not inside jemalloc (depth was 0).
-			 * Slow start: a class's first refills on a thread are small
-			 * (about 2 KiB of objects, doubling up to `batch`), because
-			 * every object on a list has its link written, so is resident
-			 * (jemalloc's tcache holds pointers and touches nothing): a
-			 * thread that uses a class for one object should not touch 48
-			 * of them. xz -T2 touches all 28 classes, most for a handful
-			 * of objects. */
-			struct sm_node *first, *last;
-			uint32_t n = _sm_backend_alloc_batch(cls, s->refill_next, &first, &last,
-			                                     c->tcache);
+			 * Straight into the slots: no object is touched. Slow start
+			 * all the same: a class's first refills on a thread are
+			 * small (about 2 KiB of objects, doubling up to `batch`),
+			 * because what a bucket holds is memory no other thread can
+			 * use: a thread that uses a class for one object should not
+			 * hold 48 of them. xz -T2 touches all 28 classes, most for a
+			 * handful of objects. */
+			uint32_t want = s->refill_next < b->capacity ? s->refill_next : b->capacity;
+			uint32_t n = _sm_backend_alloc_array(cls, want, b->slots, c->tcache);
 			if (n == 0)
 				return t->no_jemalloc ? alloc_proxied(cls) : NULL;
-			_sm_bucket_splice(b, first, last, n);
+			poison_slots(b->slots, n);
+			bucket_count_add(b, (int32_t)n);
 			s->sync_misses++;
 			s->objects_refilled += n;
 			if (s->refill_next < b->batch)
@@ -553,11 +565,11 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 			stock_rebalance(t, c);
 		}
 	}
-	struct sm_node *node = b->head;
-	if (!node)
+	uint32_t count = bucket_count(b);
+	if (!count)
 		return NULL; /* the restock took the last ones and jemalloc failed */
+	void *node = b->slots[count - 1];
 	sm_unpoison(node);
-	b->head = node->next;
 	/* Served from what the thread held (list, inbox or depot), without a
 	 * call into jemalloc: a cache allocation all the same. */
 	if (sm_config_stats && s->sync_misses == misses_before)
@@ -583,9 +595,9 @@ void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
 	struct sm_bucket *b = &c->priv[cls];
 	if (bucket_count(b) <= keep)
 		return;
-	struct sm_node *first, *last;
-	uint32_t n = bucket_take(b, bucket_count(b) - keep, &first, &last);
-	_sm_backend_free_chain(first, c->tcache);
+	uint32_t n = bucket_count(b) - keep;
+	_sm_backend_free_array(b->slots + keep, n, c->tcache);
+	bucket_count_add(b, -(int32_t)n);
 	c->slow[cls].objects_trimmed += n;
 }
 
@@ -602,8 +614,9 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 	}
 	housekeeping(c);
 	struct sm_bucket *b = &c->priv[cls];
-	node->next = b->head;
-	b->head = node;
+	if (sm_unlikely(bucket_count(b) >= b->capacity)) /* splices filled it */
+		_sm_bucket_trim_to(c, cls, b->capacity - b->batch);
+	b->slots[bucket_count(b)] = node;
 	bucket_count_add(b, 1);
 	sm_poison(node);
 	if (bucket_count(b) <= b->high_mark)

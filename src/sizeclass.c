@@ -77,3 +77,16 @@ void _sm_class_watermarks(uint32_t cls, uint32_t *low, uint32_t *high, uint32_t 
 		c = 2048;
 	*cap = c;
 }
+
+/* The length of a bucket's slot array: its cap, which slow start never
+ * takes high_mark past, plus two batches, so that high_mark < capacity
+ * always holds (types.h) and the slow paths that push beyond high_mark
+ * (a free that trims next, a thread's stock handed over at exit) rarely
+ * find it full. 16 B: 2048 + 2 x 48 = 2144 slots (17 KiB); the sum over
+ * the 28 classes with the default cap_bytes is in docs/MEMORY.md. */
+uint32_t _sm_class_slots(uint32_t cls)
+{
+	uint32_t low, high, batch, cap;
+	_sm_class_watermarks(cls, &low, &high, &batch, &cap);
+	return cap + 2 * batch;
+}

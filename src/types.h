@@ -63,7 +63,15 @@ struct sm_node {
 	struct sm_node *next;
 };
 
-/* The owner-private half of a bucket. 32 bytes, two to a cache line.
+/* The owner-private half of a bucket: a stack of pointers to free objects,
+ * slots[0 .. count-1] with the most recently freed last (LIFO), as
+ * jemalloc's cache_bin. malloc reads a slot and free writes one; neither
+ * reads or writes the object, so a pop never waits for a line the object
+ * left in L2 or further (a list link would have to be read first), and the
+ * one word carried from call to call is the tally. 32 bytes, two to a
+ * cache line. The slots are mapped with the cache (cache.c: every class's
+ * array, end to end, after the struct) and stay where they are when the
+ * bucket moves between TLS and the cache.
  * While a thread owns the cache, its buckets live in that thread's TLS
  * (sm_thread.bucket, reached through sm_thread.buckets), so that a signal
  * handler's allocation touches the TLS page and not the cache's as well;
@@ -71,10 +79,13 @@ struct sm_node {
  * Protected by: the owner's depth window (depth == 1); nothing else writes
  * these fields while the owner lives, except the fork child, which resets
  * them (cache.c); the statistics reader reads tally racily, under the
- * registry lock (stats.c). */
+ * registry lock (stats.c).
+ * Invariant: count <= capacity, and high_mark < capacity, so that the fast
+ * path's push (taken while count < high_mark) always has a slot; every
+ * slow-path push checks capacity itself (refill.c, bucket_push). */
 struct sm_bucket {
-	struct sm_node *head;   //! private free list; owner only
-	uint64_t tally;         //! owner only: bits 0..15 the count of objects on head,
+	void **slots;           //! the stack; NULL in the sentinel (marks 0: never read)
+	uint64_t tally;         //! owner only: bits 0..15 the count of objects in slots,
 	                        //! bits 16..63 fast-path allocations (statistics). A hit
 	                        //! is one add of SM_TALLY_HIT: the count goes down by one
 	                        //! and, a hit's count being at least 1, the carry out of
@@ -82,7 +93,7 @@ struct sm_bucket {
 	uint32_t low_mark;      //! malloc leaves the fast path when count <= low_mark
 	uint32_t high_mark;     //! free leaves the fast path when count >= high_mark
 	uint32_t batch;         //! objects per refill and per trim
-	uint32_t unused;
+	uint32_t capacity;      //! length of slots (sizeclass.c, _sm_class_slots)
 };
 _Static_assert(sizeof(struct sm_bucket) == 32, "two buckets per cache line");
 #define SM_TALLY_COUNT_BITS 16
@@ -182,6 +193,8 @@ struct sm_cache {
 	int32_t tcache;                  //! explicit jemalloc tcache of its owner (backend.c)
 	uint32_t used_mask;              //! owner: classes this thread has used
 	struct sm_cache *next_all;       //! registry list; written once, under lock
+	void **slot_store;               //! every bucket's slots, mapped with the cache;
+	                                 //! written once, kept by the fork child's reset
 	uint64_t large_allocs;           //! statistics, owner only
 	uint64_t large_frees;
 } __attribute__((aligned(64)));

@@ -32,6 +32,7 @@
 #include "types.h"
 extern __thread struct sm_thread _sm_thread;
 void _sm_refiller_barrier(void); /* refiller.c: waits for the refill thread's work in progress */
+void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, uint32_t n);
 #define MALLOC sm_malloc
 #define FREE sm_free
 #define CALLOC sm_calloc
@@ -649,6 +650,71 @@ static void test_asan_poison(void)
 }
 #endif
 
+#ifdef SM_TEST_CORE
+/* A bucket is an array of `capacity` slots (types.h). The fast path's push
+ * relies on high_mark < capacity; the slow paths that push past high_mark
+ * (a thread's stock handed over at exit, an inbox or depot batch) go
+ * through _sm_bucket_splice, which must send what does not fit back to
+ * jemalloc, and a slow free that finds the array full must trim before it
+ * pushes. Driven here as the owner's slow path would, at depth 1. */
+static int compare_pointers(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void test_bucket_capacity(void)
+{
+	BANNER("a bucket never holds more than its slots");
+	const uint32_t cls = 3; /* 64 B */
+	FREE(MALLOC(64));       /* the thread has its cache */
+	struct sm_cache *c = _sm_thread.cache;
+	struct sm_bucket *b = &_sm_thread.buckets[cls];
+	uint32_t cap = b->capacity;
+	CHECK("the bucket has slots beyond its cap", b->slots && cap > b->high_mark);
+	uint32_t n = cap + 100;
+	void **objs = MALLOC(sizeof(void *) * (n + 1));
+	for (uint32_t i = 0; i <= n; i++)
+		objs[i] = MALLOC(64);
+	struct sm_node *chain = NULL;
+	for (uint32_t i = n; i-- > 0;) {
+		struct sm_node *node = objs[i];
+		node->next = chain;
+		chain = node;
+	}
+	uint32_t before = (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
+	uint64_t trimmed = c->slow[cls].objects_trimmed;
+	_sm_thread.depth = 1;
+	_sm_bucket_splice(c, cls, chain, n);
+	_sm_thread.depth = 0;
+	uint32_t after = (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
+	CHECK("a splice larger than the room fills the bucket to capacity", after == cap);
+	CHECK("what did not fit went back to jemalloc",
+	      c->slow[cls].objects_trimmed - trimmed == n - (cap - before));
+	CHECK("the spliced objects are on top, in chain order",
+	      b->slots[cap - 1] == objs[cap - before - 1] && b->slots[before] == objs[0]);
+	FREE(objs[n]); /* the slow path: the array is full */
+	after = (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
+	CHECK("a free into a full bucket trims first", after < cap && b->slots[after - 1] == objs[n]);
+	/* Everything comes back out, once each: n distinct, writable blocks. */
+	for (uint32_t i = 0; i < n; i++) {
+		objs[i] = MALLOC(64);
+		memset(objs[i], (int)i, 64);
+	}
+	void **sorted = MALLOC(sizeof(void *) * n);
+	memcpy(sorted, objs, sizeof(void *) * n);
+	qsort(sorted, n, sizeof(void *), compare_pointers);
+	int distinct = sorted[0] != NULL;
+	for (uint32_t i = 1; i < n; i++)
+		distinct &= sorted[i] != sorted[i - 1];
+	FREE(sorted);
+	CHECK("mallocs after it return distinct blocks", distinct);
+	for (uint32_t i = 0; i < n; i++)
+		FREE(objs[i]);
+	FREE(objs);
+}
+#endif
+
 static void test_bad_free(void)
 {
 	BANNER("free of a pointer never allocated");
@@ -797,6 +863,7 @@ int main(void)
 	test_bad_free();
 #ifdef SM_TEST_CORE
 	test_asan_poison();
+	test_bucket_capacity();
 #endif
 	return print_test_summary();
 }
