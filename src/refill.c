@@ -79,24 +79,44 @@ static void poison_slots(void **objs, uint32_t n)
 		sm_poison(objs[i]);
 }
 
+/* Reverses objs[0 .. n-1]: jemalloc hands out a fresh slab's objects in
+ * ascending order, and the first of them should be popped first. */
+static void slots_reverse(void **objs, uint32_t n)
+{
+	for (uint32_t i = 0, j = n - 1; i < j; i++, j--) {
+		void *tmp = objs[i];
+		objs[i] = objs[j];
+		objs[j] = tmp;
+	}
+}
+
 /* Pushes the n objects of the NULL-terminated chain `first` into the
- * bucket of cls, in chain order (the chain's last ends on top). What the
- * slots cannot hold (capacity: types.h) goes back to jemalloc, so no
- * caller has to bound what it pushes for the bucket's sake. Owner at depth
- * 1, or whoever has made a cache that is not LIVE theirs. */
+ * bucket of cls so that the chain's first object ends on top: the order in
+ * which a chain lists its objects is the order in which malloc returns
+ * them, as it was when buckets were lists. (A chain from jemalloc is in
+ * ascending address order, and a program that walks what it allocated in
+ * order, as CPython's collector does, then walks memory upwards, which the
+ * hardware prefetchers follow best: docs/PERFORMANCE.md.) What the slots
+ * cannot hold (capacity: types.h) goes back to jemalloc, so no caller has
+ * to bound what it pushes for the bucket's sake. Owner at depth 1, or
+ * whoever has made a cache that is not LIVE theirs. */
 void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, uint32_t n)
 {
 	struct sm_bucket *b = &c->priv[cls];
 	uint32_t count = bucket_count(b);
 	uint32_t room = b->capacity - count;
-	uint32_t pushed = 0;
-	for (; pushed < n && pushed < room && first; pushed++) {
+	uint32_t pushed = n < room ? n : room;
+	void **top = b->slots + count + pushed - 1;
+	uint32_t i = 0;
+	for (; i < pushed && first; i++) {
 		struct sm_node *next = first->next;
-		b->slots[count + pushed] = first;
+		top[-(ptrdiff_t)i] = first;
 		sm_poison(first);
 		first = next;
 	}
-	bucket_count_add(b, (int32_t)pushed);
+	if (sm_unlikely(i < pushed) && i > 0) /* the chain was shorter than n */
+		memmove(b->slots + count, top - (i - 1), i * sizeof(void *));
+	bucket_count_add(b, (int32_t)i);
 	if (sm_unlikely(first != NULL))
 		c->slow[cls].objects_trimmed += _sm_backend_free_chain(first, c->tcache);
 }
@@ -538,6 +558,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 			uint32_t n = _sm_backend_alloc_array(cls, want, b->slots, c->tcache);
 			if (n == 0)
 				return t->no_jemalloc ? alloc_proxied(cls) : NULL;
+			slots_reverse(b->slots, n); /* the lowest address on top */
 			poison_slots(b->slots, n);
 			bucket_count_add(b, (int32_t)n);
 			s->sync_misses++;

@@ -691,8 +691,8 @@ static void test_bucket_capacity(void)
 	CHECK("a splice larger than the room fills the bucket to capacity", after == cap);
 	CHECK("what did not fit went back to jemalloc",
 	      c->slow[cls].objects_trimmed - trimmed == n - (cap - before));
-	CHECK("the spliced objects are on top, in chain order",
-	      b->slots[cap - 1] == objs[cap - before - 1] && b->slots[before] == objs[0]);
+	CHECK("the spliced objects are on top, the chain's first topmost",
+	      b->slots[cap - 1] == objs[0] && b->slots[before] == objs[cap - before - 1]);
 	FREE(objs[n]); /* the slow path: the array is full */
 	after = (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
 	CHECK("a free into a full bucket trims first", after < cap && b->slots[after - 1] == objs[n]);
