@@ -10,12 +10,12 @@
  *   depth is a plain per-thread counter in initial-exec TLS. Every entry
  *   point does `d = depth++`, then a compiler signal fence, and looks at d:
  *
- *   d == 0  the caller is the owner: it may touch its cache's private lists
+ *   d == 0  the caller is the owner: it may touch its cache's private buckets
  *           (struct sm_bucket) and call jemalloc (backend.c). Nothing else
  *           on this thread can be inside the allocator, because a signal
  *           handler that interrupts this window sees depth > 0.
  *   d > 0   nested: a signal handler interrupted an allocator call on this
- *           thread (at any depth). It must not touch the private lists (the
+ *           thread (at any depth). It must not touch the private buckets (the
  *           owner may be half way through a pop) nor call jemalloc (the
  *           owner may hold its locks). It uses the thread's nested stock
  *           in TLS (tlslist.h: shared with this thread's handlers only)
@@ -31,22 +31,26 @@
  *
  * A bucket (one size class of one thread):
  *
- *   private:  head -> [obj] -> [obj] -> ... (count)     owner, depth 1 only
- *             (in the owner's TLS while it lives; in the cache when not)
+ *   private:  slots[0 .. count-1], top last (LIFO)       owner, depth 1 only
+ *             (the bucket in the owner's TLS while it lives, in the
+ *             cache when not; the slot array in the cache's mapping)
  *             malloc pops while count > low_mark, free pushes while
- *             count < high_mark; crossing either mark goes to refill.c.
+ *             count < high_mark (< capacity); crossing either mark goes
+ *             to refill.c.
  *   TLS:      stock    nested frees, topped up by the owner (this thread only)
  *   atomic:   reserve  for nested mallocs once the stock is empty
  *             inbox    refills from the refill thread
  *             outbox   trimmed batches for the refill thread
  *
  * Objects carry no header: free() computes the class from the address
- * (backend.c lays every class out in its own 64 GiB slot). A free object's
- * first word is its list link; nothing else of it is written.
+ * (backend.c lays every class out in its own 64 GiB slot). The hit paths
+ * neither read nor write the object: a bucket holds pointers (types.h).
+ * Objects are written only where a list through them is needed: the
+ * nested stock's `more`, the atomic lists, the depot.
  *
  * Instruction count of a hit (x86-64, gcc 12 -O2, counting the ret; see
  * `objdump -d build/preload/libsigmalloc.so` at malloc and free, and
- * docs/PERFORMANCE.md): malloc 27, free 26; no call, no locked instruction.
+ * docs/PERFORMANCE.md): malloc 25, free 24; no call, no locked instruction.
  * Of those, 3 are the depth window, 1 the GOT load of the TLS offset (a
  * shared library's initial-exec TLS). The statistics counter costs no
  * instruction of its own: it rides in the count's word (sm_bucket.tally),

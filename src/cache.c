@@ -24,7 +24,7 @@
  * raises it. It marks the thread DEAD and then points it at the sentinel,
  * so that any later call on the thread (a later destructor, glibc's
  * teardown, a signal handler) uses no cache and no stock; moves its nested
- * stock (TLS) onto the cache's private lists; then hands the cache to the
+ * stock (TLS) onto the cache's private buckets; then hands the cache to the
  * refill thread, which returns everything to jemalloc and frees the cache
  * for reuse (or does that itself when there is no refill thread).
  *
@@ -32,7 +32,7 @@
  * so it runs before jemalloc takes its own locks: registry_lock is always
  * taken before any jemalloc lock). In the child, the forking thread keeps
  * its cache; the other threads do not exist there, and each may have
- * been half way through a multi-step update of its private lists (a pop
+ * been half way through a multi-step update of its private buckets (a pop
  * or a splice: count and slots written one after another), so their
  * caches cannot be trusted: the child resets them to empty and FREE for
  * reuse and leaks the objects they held, as jemalloc does with the tcaches
@@ -183,7 +183,7 @@ static struct sm_cache *cache_acquire(void)
 	}
 	if (c) {
 		atomic_store_explicit(&c->state, SM_CACHE_LIVE, memory_order_seq_cst);
-		/* Its private lists (an exited thread's, or empty) move into this
+		/* Its private buckets (an exited thread's, or empty) move into this
 		 * thread's TLS, where the fast path finds them. */
 		struct sm_thread *t = &_sm_thread;
 		memcpy(t->bucket, c->parked, sizeof t->bucket);
@@ -296,7 +296,7 @@ void _sm_registry_unlock(void)
 	pthread_mutex_unlock(&registry_lock);
 }
 
-/* Thread exit: the private lists go from the TLS back into the cache, and
+/* Thread exit: the private buckets go from the TLS back into the cache, and
  * the fast path's buckets pointer goes to the sentinel's (every later call
  * misses). */
 static void buckets_park(struct sm_thread *t, struct sm_cache *c)
@@ -317,7 +317,7 @@ static void thread_exit(void *arg)
 	if (t->cache == c) {
 		/* From here on this thread, and its handlers, use no cache and no
 		 * stock: DEAD first (a handler that sees LIVE still finds the
-		 * cache), then the stock goes onto the cache's private lists. */
+		 * cache), then the stock goes onto the cache's private buckets. */
 		t->state = SM_THREAD_DEAD;
 		sm_signal_fence();
 		t->cache = (struct sm_cache *)&_sm_cache_empty;

@@ -147,7 +147,7 @@ void *_sm_nested_alloc(uint32_t cls, size_t align) sm_hidden __attribute__((hot)
 void _sm_nested_free(void *p, uint32_t cls) sm_hidden __attribute__((hot));
 /* Folds the nested statistics of t's TLS into its cache c (owner). */
 void _sm_nested_stats_fold(struct sm_thread *t, struct sm_cache *c) sm_hidden;
-/* Thread exit, state already DEAD: the stock onto c's private lists. */
+/* Thread exit, state already DEAD: the stock onto c's private buckets. */
 void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c) sm_hidden;
 void _sm_deferred_push(void *p) sm_hidden;
 void *_sm_large_alloc(size_t size, size_t align, bool zero) sm_hidden;

@@ -5,7 +5,7 @@
  * Who calls in, and what each may touch:
  *
  *   _sm_alloc_slow, _sm_free_slow     the owner at depth 1, from the fast
- *   _sm_large_*, _sm_trim_thread      path: private lists, atomic lists, jemalloc,
+ *   _sm_large_*, _sm_trim_thread      path: private buckets, atomic lists, jemalloc,
  *                                     the registry lock (thread set-up).
  *                                     They leave depth at 0 (alloc/free slow)
  *                                     or to the caller (large, trim).
@@ -32,7 +32,7 @@
  * (struct sm_thread, tlslist.h). Nested frees push there, nested mallocs
  * take from there; a nested malloc that takes from the stock, or a free that
  * goes beyond its slots, sets the class's bit in stock_want, and the
- * owner's next slow path tops the stock up from its private list or takes
+ * owner's next slow path tops the stock up from its private bucket or takes
  * the excess back (stock_rebalance). What a nested free cannot put in the
  * stock (its `more` list is bounded: stock_more_max) goes on the deferred
  * list, which any owner slow path and the refill thread return to jemalloc,
@@ -187,7 +187,7 @@ void _sm_deferred_drain(int tc)
 }
 
 /* Tops up the reserves whose bit is set in reserve_want. The owner may
- * take from its private list; the refill thread (owner == false) only
+ * take from its private bucket; the refill thread (owner == false) only
  * from jemalloc. */
 void _sm_reserve_restock(struct sm_cache *c, bool owner, int tc)
 {
@@ -250,7 +250,7 @@ static inline int32_t stock_held(struct sm_stock *s)
 }
 
 /* Adds n objects to the stock of cls, the first `slots` of them into slots:
- * from the private list while it holds more than n, else from jemalloc. */
+ * from the private bucket while it holds more than n, else from jemalloc. */
 static void stock_fill(struct sm_thread *t, struct sm_cache *c, uint32_t cls, uint32_t slots,
                        uint32_t n)
 {
@@ -278,7 +278,7 @@ static void stock_fill(struct sm_thread *t, struct sm_cache *c, uint32_t cls, ui
 }
 
 /* The classes in stock_want back to the reserve: `more` above its share
- * goes onto the private list (the next trim returns it if that is too
+ * goes onto the private bucket (the next trim returns it if that is too
  * much), then slots and `more` below their share are topped up. */
 static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 {
@@ -295,7 +295,7 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 				chain_last(chain, &n);
 				tls_add32(&s->more_count, -(int32_t)n);
 				/* At most stock_more_max objects; if they would take the
-				 * private list over its high mark, they go straight to
+				 * private bucket over its high mark, they go straight to
 				 * jemalloc, as a trim would send them. */
 				struct sm_bucket *b = &c->priv[cls];
 				if (bucket_count(b) + n <= b->high_mark) {
@@ -369,10 +369,10 @@ static struct sm_node *stock_take_everything(struct sm_stock *s, uint32_t *n,
 
 /* Thread exit, after the thread stopped putting into its stock (state
  * DEAD: its handlers' frees go to the deferred list from now on): every
- * stock goes onto the cache's private lists, which the refill thread's
+ * stock goes onto the cache's private buckets, which the refill thread's
  * flush returns to jemalloc, or a thread that claims the cache uses and
  * trims as its own. (Not onto the cache's reserve: nothing trims that.)
- * The owner is still at depth 1 here, so the private lists are its own.
+ * The owner is still at depth 1 here, so the private buckets are its own.
  * The statistics are folded last: a handler that takes a slot before the
  * stock is emptied counts it in TLS, and after that finds no slot. */
 void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)

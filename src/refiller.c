@@ -50,8 +50,8 @@
  * Idle trimming. The thread ticks every SM_TICK_MS while any cache may hold
  * idle memory. An owner records the tick on each slow path; a cache quiet
  * for SIGMALLOC_IDLE_MS gets its inbox and outbox returned to jemalloc here,
- * and when the owner next runs it trims its private lists to the low
- * watermarks itself (refill.c), so nothing ever races a private list.
+ * and when the owner next runs it trims its private buckets to the low
+ * watermarks itself (refill.c), so nothing ever races a private bucket.
  *
  * fork. work_lock is held across every step that calls jemalloc, and
  * fork_prepare takes it (after the registry lock, before jemalloc's own

@@ -10,7 +10,7 @@
  *              above SM_LARGE_FIRST_SLOT hold large (jemalloc) objects.
  *   node       a free object seen as a list link: its first word is `next`.
  *              No object carries a header; a node exists only while free.
- *   bucket     one class of one thread cache: a private list (owner only)
+ *   bucket     one class of one thread cache: a private bucket (owner only)
  *              plus atomic lists (reserve, inbox, outbox) that others may use.
  *   stock      per class, the objects kept in TLS for this thread's signal
  *              handlers (what they freed, topped up to the reserve by the
@@ -171,18 +171,18 @@ enum sm_cache_state {
  * exits is drained and reused by a later thread (cache.c), so the number of
  * caches is the largest number of threads alive at once. */
 struct sm_cache {
-	/* The private lists, never NULL: the owner's TLS (sm_thread.bucket)
+	/* The private buckets, never NULL: the owner's TLS (sm_thread.bucket)
 	 * while LIVE, else `parked`. Switched under the registry lock, at
 	 * set-up and at thread exit (cache.c), so that the statistics reader
 	 * never follows it into the TLS of a thread that has gone. */
 	struct sm_bucket *priv;
-	struct sm_bucket parked[SM_NUM_CLASSES];   //! the private lists while no thread owns it
+	struct sm_bucket parked[SM_NUM_CLASSES];   //! the private buckets while no thread owns it
 	struct sm_bucket_slow slow[SM_NUM_CLASSES];
 	struct sm_bucket_shared shared[SM_NUM_CLASSES];
 	/* Requests to the refill thread (refiller.c): a bit per class in
 	 * each mask, set by the owner or its handlers, taken by exchange. */
 	_Atomic uint32_t reserve_want;   //! reserve ran low (nested alloc took one)
-	_Atomic uint32_t refill_want;    //! private list crossed its low watermark
+	_Atomic uint32_t refill_want;    //! private bucket crossed its low watermark
 	_Atomic uint32_t trim_want;      //! outbox holds a trimmed batch
 	_Atomic uint32_t queued;         //! on the request list; cleared by refill thread
 	struct sm_node request_link;     //! request list link; written before the push
@@ -258,7 +258,7 @@ struct sm_thread {
 	uint32_t stats_dirty;    //! nested counters changed since the owner last folded them
 	uint8_t class_of_units[257]; //! (size + 15) >> 4 -> class, from the TLS image
 	struct sm_bucket bucket[SM_NUM_CLASSES] __attribute__((aligned(64))); //! the
-	                         //! private lists of the cache this thread owns
+	                         //! private buckets of the cache this thread owns
 	struct sm_stock stock[SM_NUM_CLASSES] __attribute__((aligned(64)));
 };
 
