@@ -76,6 +76,7 @@ __thread struct sm_thread _sm_thread sm_tls __attribute__((aligned(4096))) = {
 	.buckets = (struct sm_bucket *)_sm_cache_empty.parked,
 	.base = SM_BASE_UNSET,
 	.class_of_units = SM_CLASS_OF_UNITS,
+	.class_align_mask = SM_CLASS_ALIGN_MASK,
 };
 /* Aligned to its size rounded up to a power of two: never across a page. */
 _Static_assert(sizeof(struct sm_thread) <= 4096, "the thread state fits in one page");
@@ -180,6 +181,18 @@ static sm_noinline sm_cold void bad_pointer(const char *fn, void *p)
 	_sm_fatal("sigmalloc: %s(): invalid pointer %p (never allocated by sigmalloc)\n", fn, p);
 }
 
+/* A pointer into a class object's slot that is not at an object's start
+ * (misaligned for its class: internal.h, SM_CLASS_ALIGN_MASK) was never
+ * handed out: it would be pushed into a bucket and handed out overlapping
+ * a live object. Catches every offset that is not a multiple of the class's
+ * alignment (any offset into a power-of-two class, +8 into any class); an
+ * offset by a multiple of it (+16 into a 48-byte object) is not seen. */
+static sm_always_inline void check_class_pointer(const char *fn, void *p, uintptr_t slot)
+{
+	if (sm_unlikely((uintptr_t)p & _sm_thread.class_align_mask[slot]))
+		bad_pointer(fn, p);
+}
+
 /* free() of NULL, of a large object, of a foreign pointer, or of a class
  * object on a thread whose copy of _sm_base is not set yet (its first free
  * of one: the TLS image holds SM_BASE_UNSET, which puts every pointer out
@@ -197,6 +210,7 @@ static sm_noinline void free_other(void *p)
 		t->base = base; /* idempotent: a handler may do the same */
 	uintptr_t slot = slot_of(p);
 	if (slot < SM_NUM_CLASSES) {
+		check_class_pointer("free", p, slot);
 		free_class(p, slot);
 		return;
 	}
@@ -223,10 +237,12 @@ __attribute__((hot)) void *sm_malloc(size_t size)
 __attribute__((hot)) void sm_free(void *p)
 {
 	uintptr_t slot = ((uintptr_t)p - _sm_thread.base) >> SM_SLOT_SHIFT;
-	if (sm_likely(slot < SM_NUM_CLASSES))
+	if (sm_likely(slot < SM_NUM_CLASSES)) {
+		check_class_pointer("free", p, slot);
 		free_class(p, slot);
-	else
+	} else {
 		free_other(p);
+	}
 }
 
 /* The size is only a hint: the address says everything. */
@@ -376,6 +392,7 @@ void *sm_realloc(void *p, size_t size)
 	}
 	uintptr_t slot = slot_of(p);
 	if (slot < SM_NUM_CLASSES) {
+		check_class_pointer("realloc", p, slot);
 		size_t old = _sm_class_size[slot];
 		if (size <= SM_MAX_SMALL) {
 			uint32_t cls = class_of_size(size);
@@ -420,8 +437,10 @@ size_t sm_malloc_usable_size(void *p)
 	if (!p)
 		return 0;
 	uintptr_t slot = slot_of(p);
-	if (slot < SM_NUM_CLASSES)
+	if (slot < SM_NUM_CLASSES) {
+		check_class_pointer("malloc_usable_size", p, slot);
 		return _sm_class_size[slot];
+	}
 	if (!slot_is_large(slot))
 		bad_pointer("malloc_usable_size", p);
 	struct sm_thread *t = &_sm_thread;

@@ -80,6 +80,16 @@ static inline uint32_t class_of_size(size_t size)
 	[65 ... 80] = 20,  [81 ... 96] = 21,  [97 ... 112] = 22, [113 ... 128] = 23, \
 	[129 ... 160] = 24, [161 ... 192] = 25, [193 ... 224] = 26, [225 ... 256] = 27, \
 }
+/* Per class, the alignment of its objects less one: jemalloc places them
+ * at multiples of the class size from a page-aligned slab, so each is
+ * aligned to the largest power of two that divides the size. free() tests
+ * a class pointer against it (a pointer into an object, not its start, is
+ * one sigmalloc never handed out); kept in the thread's TLS page like the
+ * class table. tests/test-api.c checks it against _sm_class_size. */
+#define SM_CLASS_ALIGN_MASK { \
+	15, 31, 15, 63, 15, 31, 15, 127, 31, 63, 31, 255, 63, 127, \
+	63, 511, 127, 255, 127, 1023, 255, 511, 255, 2047, 511, 1023, 511, 4095, \
+}
 /* Smallest class >= size whose size is a multiple of align (align <= 4096);
  * SM_NUM_CLASSES if none. */
 uint32_t _sm_class_aligned(size_t size, size_t align) sm_hidden;

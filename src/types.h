@@ -257,6 +257,8 @@ struct sm_thread {
 	uint32_t stocking;       //! the owner keeps stocks: some handler in the process allocated
 	uint32_t stats_dirty;    //! nested counters changed since the owner last folded them
 	uint8_t class_of_units[257]; //! (size + 15) >> 4 -> class, from the TLS image
+	uint16_t class_align_mask[SM_NUM_CLASSES]; //! an object of class c sits at a
+	                         //! multiple of class_align_mask[c] + 1 (internal.h)
 	struct sm_bucket bucket[SM_NUM_CLASSES] __attribute__((aligned(64))); //! the
 	                         //! private buckets of the cache this thread owns
 	struct sm_stock stock[SM_NUM_CLASSES] __attribute__((aligned(64)));

@@ -33,6 +33,7 @@
 extern __thread struct sm_thread _sm_thread;
 void _sm_refiller_barrier(void); /* refiller.c: waits for the refill thread's work in progress */
 void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, uint32_t n);
+extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
 #define MALLOC sm_malloc
 #define FREE sm_free
 #define CALLOC sm_calloc
@@ -628,6 +629,26 @@ static void free_static_pointer(void)
 	FREE(buf + 16);
 }
 
+/* Pointers into blocks, not at their start: never handed out either. */
+static void free_interior_64(void)
+{
+	char *p = MALLOC(64);
+	FREE(p + 8);
+}
+
+static void free_interior_48(void)
+{
+	char *p = MALLOC(48);
+	FREE(p + 1);
+}
+
+static void realloc_interior(void)
+{
+	char *p = MALLOC(256);
+	p = REALLOC(p + 32, 512);
+	FREE(p);
+}
+
 #ifdef SM_TEST_CORE
 static void use_after_free(void)
 {
@@ -731,6 +752,29 @@ static void test_bad_free(void)
 	st = in_child(free_static_pointer, err, sizeof err);
 	CHECK("free(static buffer) aborts with a sigmalloc: message",
 	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && strncmp(err, "sigmalloc:", 10) == 0);
+	/* The message names the pointer passed: 8 past a 64-byte block. */
+	st = in_child(free_interior_64, err, sizeof err);
+	unsigned long long named = 0;
+	CHECK("free(p + 8) of a 64-byte block aborts, naming p + 8",
+	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	      sscanf(err, "sigmalloc: free(): invalid pointer 0x%llx", &named) == 1 &&
+	      named % 64 == 8);
+	st = in_child(free_interior_48, err, sizeof err);
+	CHECK("free(p + 1) of a 48-byte block aborts with a sigmalloc: message",
+	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	      strncmp(err, "sigmalloc: free(): invalid pointer", 34) == 0);
+	st = in_child(realloc_interior, err, sizeof err);
+	CHECK("realloc(p + 32) of a 256-byte block aborts with a sigmalloc: message",
+	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	      strncmp(err, "sigmalloc: realloc(): invalid pointer", 37) == 0);
+#ifdef SM_TEST_CORE
+	int masks_right = 1;
+	for (uint32_t c = 0; c < SM_NUM_CLASSES; c++) {
+		uint32_t size = _sm_class_size[c];
+		masks_right &= _sm_thread.class_align_mask[c] == ((size & -size) - 1);
+	}
+	CHECK("each class's alignment mask is its size's lowest set bit less one", masks_right);
+#endif
 }
 
 #ifdef SM_TEST_CORE
