@@ -50,8 +50,9 @@
  *
  * Instruction count of a hit (x86-64, gcc 12 -O2, counting the ret; see
  * `objdump -d build/preload/libsigmalloc.so` at malloc and free, and
- * docs/PERFORMANCE.md): malloc 25, free 24; no call, no locked instruction.
- * Of those, 3 are the depth window, 1 the GOT load of the TLS offset (a
+ * docs/PERFORMANCE.md): malloc 25, free 27; no call, no locked instruction.
+ * Of those, 3 are the depth window, 3 of free's the alignment check of the
+ * pointer (check_class_pointer), 1 the GOT load of the TLS offset (a
  * shared library's initial-exec TLS). The statistics counter costs no
  * instruction of its own: it rides in the count's word (sm_bucket.tally),
  * and a hit is one add. The bucket, the class table and the copy of
