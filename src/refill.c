@@ -465,6 +465,7 @@ static inline void maybe_start_refiller(void)
  * ---------------------------------------------------------------------- */
 
 static struct sm_node *global_take(uint32_t cls);
+static bool global_give(struct sm_node *node);
 
 /*
  * A thread on which jemalloc no longer honours our arenas (its thread state
@@ -507,8 +508,16 @@ static void *alloc_uncached(struct sm_thread *t, uint32_t cls)
 	return first;
 }
 
-static void free_uncached(struct sm_node *node)
+/* A thread past jemalloc's teardown allocates from the process-wide
+ * reserve (alloc_proxied), which only the refill thread restocks: a hub
+ * object it frees goes back there while the hub is short of its target,
+ * so that its next allocation finds one without waiting for a restock
+ * (tests/test-late-dtor.c: each destructor pass allocates every size to
+ * 4 KiB). Anything else goes back to jemalloc, which frees by address. */
+static void free_uncached(struct sm_thread *t, struct sm_node *node)
 {
+	if (t->no_jemalloc && global_give(node))
+		return;
 	node->next = NULL;
 	_sm_backend_free_chain(node, SM_TCACHE_NONE);
 }
@@ -629,7 +638,7 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 	if (c == cache_empty()) {
 		c = _sm_thread_setup();
 		if (!c) {
-			free_uncached(node);
+			free_uncached(t, node);
 			return;
 		}
 	}
@@ -869,6 +878,21 @@ static struct sm_node *global_take(uint32_t cls)
 		if (h == SM_NUM_CLASSES - 1)
 			return NULL;
 	}
+}
+
+/* Puts an object back into the process-wide reserve if it is a hub's
+ * object (only those serve every class of their hub) and the hub holds
+ * less than its target; any context (one push). */
+static bool global_give(struct sm_node *node)
+{
+	uintptr_t h = slot_of(node);
+	if (h >= SM_NUM_CLASSES || _sm_class_hub[h] != h ||
+	    atomic_load_explicit(&global_reserve[h].count, memory_order_relaxed) >=
+	            (int32_t)global_target((uint32_t)h))
+		return false;
+	atomic_fetch_add_explicit(&global_reserve[h].count, 1, memory_order_relaxed);
+	list_push(&global_reserve[h].list, node);
+	return true;
 }
 
 void _sm_global_reserve_restock(int tc)
