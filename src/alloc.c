@@ -90,8 +90,9 @@ _Static_assert(sizeof(struct sm_thread) <= 4096, "the thread state fits in one p
 
 /* The bucket of class cls, through the pointer kept in the TLS page
  * (sm_thread.buckets): one load, then plain addressing, although the
- * buckets are in the TLS too. The head and the tally carry the dependency
- * from one call to the next, and two builds that addressed them from %fs
+ * buckets are in the TLS too. The tally (and, while buckets were lists,
+ * the head) carries the dependency from one call to the next, and two
+ * builds that addressed them from %fs
  * (as %fs:off(index), or from the thread pointer at %fs:0) took 4.62-4.71
  * against 4.33-4.39 ns per pair/64 on an AMD Zen 5 core (sigmalloc-bench,
  * 10-12 launches each, interleaved, medians; docs/PERFORMANCE.md); through

@@ -106,6 +106,11 @@ void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, 
 	uint32_t count = bucket_count(b);
 	uint32_t room = b->capacity - count;
 	uint32_t pushed = n < room ? n : room;
+	if (sm_unlikely(pushed == 0)) { /* full, or n == 0 */
+		if (first)
+			c->slow[cls].objects_trimmed += _sm_backend_free_chain(first, c->tcache);
+		return;
+	}
 	void **top = b->slots + count + pushed - 1;
 	uint32_t i = 0;
 	for (; i < pushed && first; i++) {

@@ -82,7 +82,8 @@ struct sm_node {
  * registry lock (stats.c).
  * Invariant: count <= capacity, and high_mark < capacity, so that the fast
  * path's push (taken while count < high_mark) always has a slot; every
- * slow-path push checks capacity itself (refill.c, bucket_push). */
+ * slow-path push checks capacity itself (refill.c: _sm_bucket_splice,
+ * free_slow_body; the synchronous refill fills an empty bucket). */
 struct sm_bucket {
 	void **slots;           //! the stack; NULL in the sentinel (marks 0: never read)
 	uint64_t tally;         //! owner only: bits 0..15 the count of objects in slots,
