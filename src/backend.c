@@ -497,15 +497,8 @@ uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **firs
 	while (got < n) {
 		uint32_t want = n - got < SM_BATCH_CHUNK ? n - got : SM_BATCH_CHUNK;
 		uint32_t filled = _sm_backend_alloc_array(cls, want, ptrs, tc);
-		for (uint32_t i = 0; i < filled; i++) {
-			struct sm_node *node = ptrs[i];
-			node->next = NULL;
-			if (tail)
-				tail->next = node;
-			else
-				head = node;
-			tail = node;
-		}
+		for (uint32_t i = 0; i < filled; i++)
+			chain_append(&head, &tail, ptrs[i]);
 		got += filled;
 		if (filled < want)
 			break;

@@ -138,12 +138,7 @@ static uint32_t bucket_take(struct sm_bucket *b, uint32_t n,
 	for (uint32_t i = 0; i < got; i++) {
 		struct sm_node *node = b->slots[count - 1 - i];
 		sm_unpoison(node);
-		node->next = NULL;
-		if (tail)
-			tail->next = node;
-		else
-			head = node;
-		tail = node;
+		chain_append(&head, &tail, node);
 	}
 	bucket_count_add(b, -(int32_t)got);
 	*first = head;

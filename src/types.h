@@ -63,6 +63,18 @@ struct sm_node {
 	struct sm_node *next;
 };
 
+/* Appends node to the private chain head .. tail (both NULL when empty). */
+static inline void chain_append(struct sm_node **head, struct sm_node **tail,
+                                struct sm_node *node)
+{
+	node->next = NULL;
+	if (*tail)
+		(*tail)->next = node;
+	else
+		*head = node;
+	*tail = node;
+}
+
 /* The owner-private half of a bucket: a stack of pointers to free objects,
  * slots[0 .. count-1] with the most recently freed last (LIFO), as
  * jemalloc's cache_bin. malloc reads a slot and free writes one; neither
