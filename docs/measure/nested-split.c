@@ -7,7 +7,9 @@
  * apart. The churn fills every block (memset), which evicts what the
  * handler would find warm; TOUCH (second argument) reads, untimed, the
  * stock's line (1) or also the first block in it (2) before a nested
- * malloc, to see which miss the time goes to.
+ * malloc, to see which miss the time goes to. The nested mallocs are also
+ * filed by whether the class's stock had a full slot when the handler
+ * started ("nm with slot", "nm no slot").
  *
  *   gcc -O2 -Isrc -Iinclude -o /tmp/nested-split docs/measure/nested-split.c \
  *       build/src/libsigmalloc-core.a -ljemalloc -lpthread
@@ -38,9 +40,9 @@ static uint64_t splitmix(uint64_t *s)
 }
 
 #define CAP 400000
-enum { P_FAST, P_NESTED, P_SLOW_ALLOC, P_SLOW_FREE, P_NESTED_MALLOC, P_NESTED_FREE, P_N };
+enum { P_FAST, P_NESTED, P_SLOW_ALLOC, P_SLOW_FREE, P_NESTED_MALLOC, P_NESTED_FREE, P_NM_SLOT, P_NM_NOSLOT, P_N };
 static const char *names[P_N] = { "fast",     "nested",        "slow-alloc",
-                                  "slow-free", "nested malloc", "nested free" };
+                                  "slow-free", "nested malloc", "nested free", "nm with slot", "nm no slot" };
 static uint32_t samples[P_N][CAP];
 static uint32_t counts[P_N];
 static uint64_t rng = 0x1234567;
@@ -59,7 +61,9 @@ static void handler(int sig)
 	uint32_t size = 16 + (uint32_t)(splitmix(&rng) % 241);
 	uint32_t cls = class_of_size(size);
 	int path = P_FAST;
+	int had_slot = 0;
 	if (_sm_thread.depth) {
+		had_slot = (_sm_thread.stock[cls].state & 0xffff) != 0;
 		path = P_NESTED;
 		struct sm_stock *s = &_sm_thread.stock[cls];
 		if (touch && s->slot[0]) {
@@ -90,6 +94,7 @@ static void handler(int sig)
 	if (path == P_NESTED) {
 		record(P_NESTED_MALLOC, t1 - t0);
 		record(P_NESTED_FREE, t3 - t2);
+		record(had_slot ? P_NM_SLOT : P_NM_NOSLOT, t1 - t0);
 	}
 	errno = saved;
 }
