@@ -50,9 +50,10 @@
  *
  * Instruction count of a hit (x86-64, gcc 12 -O2, counting the ret; see
  * `objdump -d build/preload/libsigmalloc.so` at malloc and free, and
- * docs/PERFORMANCE.md): malloc 25, free 27; no call, no locked instruction.
+ * docs/PERFORMANCE.md): malloc 25, free 29; no call, no locked instruction.
  * Of those, 3 are the depth window, 3 of free's the alignment check of the
- * pointer (check_class_pointer), 1 the GOT load of the TLS offset (a
+ * pointer (class_pointer_misaligned), 2 its double-free check (the top
+ * slot), 1 the GOT load of the TLS offset (a
  * shared library's initial-exec TLS). The statistics counter costs no
  * instruction of its own: it rides in the count's word (sm_bucket.tally),
  * and a hit is one add. The bucket, the class table and the copy of
@@ -116,6 +117,20 @@ static sm_always_inline void depth_leave(struct sm_thread *t)
 	t->depth--;
 }
 
+/* The fatal reports of the hit path. noipa: gcc must not learn that they do
+ * not return, so that a call in tail position stays a jump and the hit path
+ * sets up no stack frame for it (a call to a noreturn function is kept a
+ * call, which needs the stack aligned: two instructions on every free). */
+static sm_noipa sm_cold void double_free(void *p)
+{
+	_sm_fatal("sigmalloc: free(): double free of %p\n", p);
+}
+
+static sm_noipa sm_cold void bad_pointer(const char *fn, void *p)
+{
+	_sm_fatal("sigmalloc: %s(): invalid pointer %p (never allocated by sigmalloc)\n", fn, p);
+}
+
 /* ------------------------------------------------------------------------
  * Small objects: the fast path
  * ---------------------------------------------------------------------- */
@@ -154,6 +169,12 @@ static sm_always_inline void free_class(void *p, size_t cls)
 		_sm_free_slow(p, cls); /* leaves depth at 0 */
 		return;
 	}
+	/* p on top of the bucket is free already: the second free of p with
+	 * no malloc of its class in between (slots[-1] is a NULL guard). */
+	if (sm_unlikely(b->slots[(ptrdiff_t)count - 1] == p)) {
+		double_free(p); /* a jump: it aborts */
+		return;
+	}
 	b->slots[count] = p; /* count < high_mark < capacity (types.h) */
 	b->tally = tally + 1;
 	sm_poison(p);
@@ -178,10 +199,6 @@ static sm_noinline void *alloc_large(size_t size, size_t align, bool zero)
 	return p;
 }
 
-static sm_noinline sm_cold void bad_pointer(const char *fn, void *p)
-{
-	_sm_fatal("sigmalloc: %s(): invalid pointer %p (never allocated by sigmalloc)\n", fn, p);
-}
 
 /* A pointer into a class object's slot that is not at an object's start
  * (misaligned for its class: internal.h, SM_CLASS_ALIGN_MASK) was never
@@ -189,9 +206,14 @@ static sm_noinline sm_cold void bad_pointer(const char *fn, void *p)
  * a live object. Catches every offset that is not a multiple of the class's
  * alignment (any offset into a power-of-two class, +8 into any class); an
  * offset by a multiple of it (+16 into a 48-byte object) is not seen. */
+static sm_always_inline bool class_pointer_misaligned(void *p, uintptr_t slot)
+{
+	return sm_unlikely(((uintptr_t)p & _sm_thread.class_align_mask[slot]) != 0);
+}
+
 static sm_always_inline void check_class_pointer(const char *fn, void *p, uintptr_t slot)
 {
-	if (sm_unlikely((uintptr_t)p & _sm_thread.class_align_mask[slot]))
+	if (class_pointer_misaligned(p, slot))
 		bad_pointer(fn, p);
 }
 
@@ -240,7 +262,10 @@ __attribute__((hot)) void sm_free(void *p)
 {
 	uintptr_t slot = ((uintptr_t)p - _sm_thread.base) >> SM_SLOT_SHIFT;
 	if (sm_likely(slot < SM_NUM_CLASSES)) {
-		check_class_pointer("free", p, slot);
+		if (class_pointer_misaligned(p, slot)) {
+			bad_pointer("free", p); /* a jump: it aborts */
+			return;
+		}
 		free_class(p, slot);
 	} else {
 		free_other(p);

@@ -102,8 +102,8 @@ bool _sm_init(void)
 	return state > 0;
 }
 
-/* A cache's mapping: the struct, then every class's slot array end to end
- * (types.h, struct sm_bucket). Pages of the arrays are touched as buckets
+/* A cache's mapping: the struct, then every class's slot array end to end,
+ * each after a guard slot that nothing writes (types.h, struct sm_bucket). Pages of the arrays are touched as buckets
  * grow, from the bottom: a class that holds few objects costs one page or
  * part of one (docs/MEMORY.md). */
 static size_t cache_struct_size(void)
@@ -115,7 +115,7 @@ static size_t cache_map_size(void)
 {
 	size_t slots = 0;
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
-		slots += _sm_class_slots(cls);
+		slots += 1 + _sm_class_slots(cls); /* a guard slot, then the array */
 	return cache_struct_size() + ((slots * sizeof(void *) + 4095) & ~(size_t)4095);
 }
 
@@ -129,6 +129,7 @@ static void cache_set_marks(struct sm_cache *c)
 		struct sm_bucket_slow *s = &c->slow[cls];
 		uint32_t low, high, batch, cap;
 		_sm_class_watermarks(cls, &low, &high, &batch, &cap);
+		slots++; /* slots[-1]: always NULL (free's double-free check) */
 		b->slots = slots;
 		b->capacity = _sm_class_slots(cls);
 		slots += b->capacity;

@@ -16,6 +16,9 @@
 #define sm_unlikely(x) __builtin_expect(!!(x), 0)
 #define sm_noinline __attribute__((noinline))
 #define sm_cold __attribute__((cold))
+/* Not inlined, and nothing about it (such as that it never returns) known
+ * to its callers. */
+#define sm_noipa __attribute__((noipa))
 #define sm_always_inline inline __attribute__((always_inline))
 #define sm_hidden __attribute__((visibility("hidden")))
 #define sm_tls __attribute__((tls_model("initial-exec")))

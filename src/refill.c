@@ -631,8 +631,21 @@ void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
 	c->slow[cls].objects_trimmed += n;
 }
 
+/* The fast path's double-free check (alloc.c), for a free that missed it:
+ * before anything else here can move the bucket's top (housekeeping's
+ * trims and stock top-ups, the refill thread's start, which allocates). */
+static inline void check_double_free(struct sm_thread *t, struct sm_node *node, uint32_t cls)
+{
+	if (t->cache == cache_empty())
+		return;
+	struct sm_bucket *b = &t->cache->priv[cls];
+	if (sm_unlikely(b->slots[(ptrdiff_t)bucket_count(b) - 1] == node)) /* slots[-1]: NULL */
+		_sm_fatal("sigmalloc: free(): double free of %p\n", (void *)node);
+}
+
 static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t cls)
 {
+	check_double_free(t, node, cls);
 	maybe_start_refiller();
 	struct sm_cache *c = t->cache;
 	if (c == cache_empty()) {

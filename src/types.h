@@ -92,6 +92,9 @@ static inline void chain_append(struct sm_node **head, struct sm_node **tail,
  * these fields while the owner lives, except the fork child, which resets
  * them (cache.c); the statistics reader reads tally racily, under the
  * registry lock (stats.c).
+ * slots[-1] is a guard that is always NULL, so that free may compare the
+ * pointer it is given with slots[count - 1] even when count is 0 (alloc.c,
+ * the double-free check).
  * Invariant: count <= capacity, and high_mark < capacity, so that the fast
  * path's push (taken while count < high_mark) always has a slot; every
  * slow-path push checks capacity itself (refill.c: _sm_bucket_splice,

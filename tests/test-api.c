@@ -642,6 +642,27 @@ static void free_interior_48(void)
 	FREE(p + 1);
 }
 
+/* The second free of a block with no malloc of its size in between. */
+static void free_twice(void)
+{
+	char *volatile p = MALLOC(64); /* volatile: gcc may drop a malloc/free pair */
+	FREE(p);
+	FREE(p);
+}
+
+#ifdef SM_TEST_CORE
+/* The same when the second free takes the slow path: the bucket's high
+ * mark lowered to its count. */
+static void free_twice_slow(void)
+{
+	char *p = MALLOC(64);
+	FREE(p);
+	struct sm_bucket *b = &_sm_thread.buckets[3]; /* 64 B */
+	b->high_mark = (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
+	FREE(p);
+}
+#endif
+
 static void realloc_interior(void)
 {
 	char *p = MALLOC(256);
@@ -763,6 +784,17 @@ static void test_bad_free(void)
 	CHECK("free(p + 1) of a 48-byte block aborts with a sigmalloc: message",
 	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
 	      strncmp(err, "sigmalloc: free(): invalid pointer", 34) == 0);
+	st = in_child(free_twice, err, sizeof err);
+	CHECK("free(p); free(p) aborts with a one-line sigmalloc: double free message",
+	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0 &&
+	      strchr(err, '\n') == err + strlen(err) - 1);
+#ifdef SM_TEST_CORE
+	st = in_child(free_twice_slow, err, sizeof err);
+	CHECK("... also when the second free takes the slow path",
+	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0);
+#endif
 	st = in_child(realloc_interior, err, sizeof err);
 	CHECK("realloc(p + 32) of a 256-byte block aborts with a sigmalloc: message",
 	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
