@@ -165,14 +165,17 @@ static sm_always_inline void free_class(void *p, size_t cls)
 	struct sm_bucket *b = thread_bucket(t, cls);
 	uint64_t tally = b->tally;
 	size_t count = tally & SM_TALLY_COUNT_MAX;
-	if (sm_unlikely(count >= b->high_mark)) {
-		_sm_free_slow(p, cls); /* leaves depth at 0 */
-		return;
-	}
 	/* p on top of the bucket is free already: the second free of p with
-	 * no malloc of its class in between (slots[-1] is a NULL guard). */
+	 * no malloc of its class in between. Before the mark test, so that it
+	 * also covers a free that goes on to the slow path, ahead of anything
+	 * there that could move the top (slots[-1] is a NULL guard in every
+	 * bucket, the sentinel's included: types.h). */
 	if (sm_unlikely(b->slots[(ptrdiff_t)count - 1] == p)) {
 		double_free(p); /* a jump: it aborts */
+		return;
+	}
+	if (sm_unlikely(count >= b->high_mark)) {
+		_sm_free_slow(p, cls); /* leaves depth at 0 */
 		return;
 	}
 	b->slots[count] = p; /* count < high_mark < capacity (types.h) */
@@ -198,7 +201,6 @@ static sm_noinline void *alloc_large(size_t size, size_t align, bool zero)
 		errno = ENOMEM;
 	return p;
 }
-
 
 /* A pointer into a class object's slot that is not at an object's start
  * (misaligned for its class: internal.h, SM_CLASS_ALIGN_MASK) was never

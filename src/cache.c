@@ -48,9 +48,13 @@
 #include "internal.h"
 #include "lockless.h"
 
-/* What a thread without a cache points at: the slow paths recognise it. */
+/* What a thread without a cache points at: the slow paths recognise it.
+ * Marks 0: every malloc and free misses. Its buckets' slots[-1] is the NULL
+ * below, which free reads for its double-free check; nothing writes it. */
+static void *const empty_guard[1];
 const struct sm_cache _sm_cache_empty = {
 	.priv = (struct sm_bucket *)_sm_cache_empty.parked,
+	.parked = { [0 ... SM_NUM_CLASSES - 1] = { .slots = (void **)&empty_guard[1] } },
 };
 
 _Atomic int _sm_initialized; /* 0 not yet, 1 ready, -1 failed */
@@ -103,19 +107,25 @@ bool _sm_init(void)
 }
 
 /* A cache's mapping: the struct, then every class's slot array end to end,
- * each after a guard slot that nothing writes (types.h, struct sm_bucket). Pages of the arrays are touched as buckets
- * grow, from the bottom: a class that holds few objects costs one page or
- * part of one (docs/MEMORY.md). */
+ * each after a guard slot that nothing writes (types.h, struct sm_bucket).
+ * Pages of the arrays are touched as buckets grow, from the bottom: a class
+ * that holds few objects costs one page or part of one (docs/MEMORY.md). */
 static size_t cache_struct_size(void)
 {
 	return (sizeof(struct sm_cache) + 4095) & ~(size_t)4095;
+}
+
+/* The slots a class takes in the mapping: its guard, then its array. */
+static size_t class_slot_span(uint32_t cls)
+{
+	return 1 + _sm_class_slots(cls);
 }
 
 static size_t cache_map_size(void)
 {
 	size_t slots = 0;
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
-		slots += 1 + _sm_class_slots(cls); /* a guard slot, then the array */
+		slots += class_slot_span(cls);
 	return cache_struct_size() + ((slots * sizeof(void *) + 4095) & ~(size_t)4095);
 }
 
@@ -129,10 +139,9 @@ static void cache_set_marks(struct sm_cache *c)
 		struct sm_bucket_slow *s = &c->slow[cls];
 		uint32_t low, high, batch, cap;
 		_sm_class_watermarks(cls, &low, &high, &batch, &cap);
-		slots++; /* slots[-1]: always NULL (free's double-free check) */
-		b->slots = slots;
+		b->slots = slots + 1; /* slots[-1]: the guard, always NULL */
 		b->capacity = _sm_class_slots(cls);
-		slots += b->capacity;
+		slots += class_slot_span(cls);
 		/* Without a refill thread, refill when empty (issue 3 arms it). */
 		b->low_mark = 0; /* armed by the first refill once the thread runs */
 		b->high_mark = high;

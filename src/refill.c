@@ -98,31 +98,23 @@ static void slots_reverse(void **objs, uint32_t n)
  * order, as CPython's collector does, then walks memory upwards, which the
  * hardware prefetchers follow best: docs/PERFORMANCE.md.) What the slots
  * cannot hold (capacity: types.h) goes back to jemalloc, so no caller has
- * to bound what it pushes for the bucket's sake. Owner at depth 1, or
- * whoever has made a cache that is not LIVE theirs. */
+ * to bound what it pushes for the bucket's sake. n must be the chain's
+ * length (every caller counted it). Owner at depth 1, or whoever has made
+ * a cache that is not LIVE theirs. */
 void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, uint32_t n)
 {
 	struct sm_bucket *b = &c->priv[cls];
 	uint32_t count = bucket_count(b);
 	uint32_t room = b->capacity - count;
 	uint32_t pushed = n < room ? n : room;
-	if (sm_unlikely(pushed == 0)) { /* full, or n == 0 */
-		if (first)
-			c->slow[cls].objects_trimmed += _sm_backend_free_chain(first, c->tcache);
-		return;
-	}
-	void **top = b->slots + count + pushed - 1;
-	uint32_t i = 0;
-	for (; i < pushed && first; i++) {
+	for (uint32_t i = 0; i < pushed; i++) {
 		struct sm_node *next = first->next;
-		top[-(ptrdiff_t)i] = first;
+		b->slots[count + pushed - 1 - i] = first;
 		sm_poison(first);
 		first = next;
 	}
-	if (sm_unlikely(i < pushed) && i > 0) /* the chain was shorter than n */
-		memmove(b->slots + count, top - (i - 1), i * sizeof(void *));
-	bucket_count_add(b, (int32_t)i);
-	if (sm_unlikely(first != NULL))
+	bucket_count_add(b, (int32_t)pushed);
+	if (sm_unlikely(first != NULL)) /* n > room */
 		c->slow[cls].objects_trimmed += _sm_backend_free_chain(first, c->tcache);
 }
 
@@ -631,21 +623,8 @@ void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
 	c->slow[cls].objects_trimmed += n;
 }
 
-/* The fast path's double-free check (alloc.c), for a free that missed it:
- * before anything else here can move the bucket's top (housekeeping's
- * trims and stock top-ups, the refill thread's start, which allocates). */
-static inline void check_double_free(struct sm_thread *t, struct sm_node *node, uint32_t cls)
-{
-	if (t->cache == cache_empty())
-		return;
-	struct sm_bucket *b = &t->cache->priv[cls];
-	if (sm_unlikely(b->slots[(ptrdiff_t)bucket_count(b) - 1] == node)) /* slots[-1]: NULL */
-		_sm_fatal("sigmalloc: free(): double free of %p\n", (void *)node);
-}
-
 static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t cls)
 {
-	check_double_free(t, node, cls);
 	maybe_start_refiller();
 	struct sm_cache *c = t->cache;
 	if (c == cache_empty()) {

@@ -94,13 +94,15 @@ static inline void chain_append(struct sm_node **head, struct sm_node **tail,
  * registry lock (stats.c).
  * slots[-1] is a guard that is always NULL, so that free may compare the
  * pointer it is given with slots[count - 1] even when count is 0 (alloc.c,
- * the double-free check).
+ * the double-free check). The sentinel's buckets point just past a NULL of
+ * their own (cache.c); a mapped cache's buckets get theirs at set-up
+ * (cache_set_marks), before the thread's first call can reach them.
  * Invariant: count <= capacity, and high_mark < capacity, so that the fast
  * path's push (taken while count < high_mark) always has a slot; every
  * slow-path push checks capacity itself (refill.c: _sm_bucket_splice,
  * free_slow_body; the synchronous refill fills an empty bucket). */
 struct sm_bucket {
-	void **slots;           //! the stack; NULL in the sentinel (marks 0: never read)
+	void **slots;           //! the stack; in the sentinel, just its NULL guard
 	uint64_t tally;         //! owner only: bits 0..15 the count of objects in slots,
 	                        //! bits 16..63 fast-path allocations (statistics). A hit
 	                        //! is one add of SM_TALLY_HIT: the count goes down by one
