@@ -39,14 +39,17 @@
  *             to refill.c.
  *   TLS:      stock    nested frees, topped up by the owner (this thread only)
  *   atomic:   reserve  for nested mallocs once the stock is empty
- *             inbox    refills from the refill thread
- *             outbox   trimmed batches for the refill thread
+ *             inbox    refills from the refill thread   (magazines:
+ *             outbox   trimmed batches for the refill    arrays of
+ *                      thread                            pointers)
  *
  * Objects carry no header: free() computes the class from the address
  * (backend.c lays every class out in its own 64 GiB slot). The hit paths
  * neither read nor write the object: a bucket holds pointers (types.h).
  * Objects are written only where a list through them is needed: the
- * nested stock's `more`, the atomic lists, the depot.
+ * nested stock's `more`, the reserves and the deferred list. Batches that
+ * cross between threads (inbox, outbox, depot) are magazines, arrays of
+ * pointers (magazine.c).
  *
  * Instruction count of a hit (x86-64, gcc 12 -O2, counting the ret; see
  * `objdump -d build/preload/libsigmalloc.so` at malloc and free, and

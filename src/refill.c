@@ -17,15 +17,17 @@
  *   _sm_deferred_push                 any context: one lock-free push.
  *
  * Refill (bucket empty, at depth 1), in order of cost:
- *   1. inbox: a batch the refill thread delivered;
- *   2. depot: a batch another thread trimmed;
+ *   1. inbox: a batch the refill thread delivered (magazines: memcpy);
+ *   2. depot: a batch another thread trimmed (a magazine: memcpy);
  *   3. jemalloc: `batch` objects through this thread's jemalloc tcache
  *      (a "synchronous miss"). The owner is provably not inside jemalloc:
  *      every way into jemalloc passes the depth counter.
  * Trim (bucket at high_mark, at depth 1): slow start first, as tcmalloc does
  * with its free lists: high_mark grows by `batch` up to the class cap, so a
- * thread that keeps more objects live caches more; once at the cap, `batch`
- * objects go back to jemalloc.
+ * thread that keeps more objects live caches more; once at the cap, the top
+ * `batch` objects leave as a magazine, to the depot for another thread,
+ * else to the outbox for the refill thread to free, else (no magazine, or
+ * the outbox is full) straight back to jemalloc.
  *
  * Nested stock: each class this thread has used keeps about
  * _sm_options.reserve objects in the thread's TLS for its signal handlers
@@ -81,7 +83,7 @@ static void poison_slots(void **objs, uint32_t n)
 
 /* Reverses objs[0 .. n-1]: jemalloc hands out a fresh slab's objects in
  * ascending order, and the first of them should be popped first. */
-static void slots_reverse(void **objs, uint32_t n)
+void _sm_slots_reverse(void **objs, uint32_t n)
 {
 	for (uint32_t i = 0, j = n - 1; i < j; i++, j--) {
 		void *tmp = objs[i];
@@ -119,7 +121,7 @@ void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, 
 }
 
 /* Takes up to n objects off the top of a bucket as a chain first .. last
- * (for the lists that are chains: stock, reserve, depot, outbox), writing
+ * (for the lists that are chains: the stock and the reserve), writing
  * each object's link. */
 static uint32_t bucket_take(struct sm_bucket *b, uint32_t n,
                             struct sm_node **first, struct sm_node **last)
@@ -138,18 +140,39 @@ static uint32_t bucket_take(struct sm_bucket *b, uint32_t n,
 	return got;
 }
 
-/* Moves a whole atomic list into the bucket of cls. */
-static uint32_t bucket_take_list(struct sm_cache *c, uint32_t cls,
-                                 _Atomic(struct sm_node *) *list, _Atomic int32_t *count)
+/* Copies a magazine's objects onto the top of the bucket of cls, in their
+ * order (objs[n - 1] ends on top), and retires the magazine. What the slots
+ * cannot hold goes back to jemalloc, the bottom of the magazine first. Owner
+ * at depth 1. */
+static void bucket_take_magazine(struct sm_cache *c, uint32_t cls, struct sm_magazine *m)
 {
-	struct sm_node *first = list_take_all(list);
-	if (!first)
-		return 0;
-	uint32_t n;
-	chain_last(first, &n);
-	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
-	_sm_bucket_splice(c, cls, first, n);
-	return n;
+	struct sm_bucket *b = &c->priv[cls];
+	uint32_t count = bucket_count(b);
+	uint32_t room = b->capacity - count;
+	uint32_t keep = m->n < room ? m->n : room;
+	uint32_t over = m->n - keep;
+	if (sm_unlikely(over)) {
+		_sm_backend_free_array(m->objs, over, c->tcache);
+		c->slow[cls].objects_trimmed += over;
+	}
+	memcpy(b->slots + count, m->objs + over, keep * sizeof(void *));
+	poison_slots(b->slots + count, keep);
+	bucket_count_add(b, (int32_t)keep);
+	_sm_magazine_retire(m, c->tcache);
+}
+
+/* Moves the inbox of cls (magazines the refill thread delivered) into the
+ * bucket. */
+static void bucket_take_inbox(struct sm_cache *c, uint32_t cls)
+{
+	struct sm_bucket_shared *sh = &c->shared[cls];
+	struct sm_node *chain = list_take_all(&sh->inbox);
+	while (chain) {
+		struct sm_magazine *m = (struct sm_magazine *)chain;
+		chain = chain->next;
+		atomic_fetch_sub_explicit(&sh->inbox_count, (int32_t)m->n, memory_order_relaxed);
+		bucket_take_magazine(c, cls, m);
+	}
 }
 
 /* ------------------------------------------------------------------------
@@ -537,13 +560,11 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		b->low_mark = 0;
 		_sm_refiller_request(c, &c->refill_want, cls);
 	} else {
-		struct sm_bucket_shared *sh = &c->shared[cls];
-		bucket_take_list(c, cls, &sh->inbox, &sh->inbox_count);
-		uint32_t got;
-		struct sm_node *batch;
-		if (bucket_count(b) == 0 && (batch = _sm_depot_get(cls, &got)) != NULL) {
+		bucket_take_inbox(c, cls);
+		struct sm_magazine *batch;
+		if (bucket_count(b) == 0 && (batch = _sm_depot_get(cls)) != NULL) {
 			/* A batch another thread trimmed: no jemalloc at all. */
-			_sm_bucket_splice(c, cls, batch, got);
+			bucket_take_magazine(c, cls, batch);
 		}
 		if (bucket_count(b) == 0) {
 			/* The refill thread is late or absent: a synchronous miss. The
@@ -559,7 +580,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 			uint32_t n = _sm_backend_alloc_array(cls, want, b->slots, c->tcache);
 			if (n == 0)
 				return t->no_jemalloc ? alloc_proxied(cls) : NULL;
-			slots_reverse(b->slots, n); /* the lowest address on top */
+			_sm_slots_reverse(b->slots, n); /* the lowest address on top */
 			poison_slots(b->slots, n);
 			bucket_count_add(b, (int32_t)n);
 			s->sync_misses++;
@@ -592,7 +613,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		return NULL; /* the restock took the last ones and jemalloc failed */
 	void *node = b->slots[count - 1];
 	sm_unpoison(node);
-	/* Served from what the thread held (list, inbox or depot), without a
+	/* Served from what the thread held (bucket, inbox or depot), without a
 	 * call into jemalloc: a cache allocation all the same. */
 	if (sm_config_stats && s->sync_misses == misses_before)
 		b->tally += SM_TALLY_HIT;
@@ -650,26 +671,33 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 		b->high_mark = grown < s->high_cap ? grown : s->high_cap;
 		return;
 	}
-	struct sm_node *first, *last;
-	uint32_t n = bucket_take(b, b->batch, &first, &last);
-	if (_sm_depot_put(cls, first, n))
+	/* Trim the top batch (the objects freed last), as a magazine: no
+	 * object is written (magazine.c). count > high_mark > batch. */
+	uint32_t n = b->batch;
+	uint32_t keep = bucket_count(b) - n;
+	void **top = b->slots + keep;
+	if (_sm_depot_put(cls, top, n, c->tcache)) {
+		bucket_count_add(b, -(int32_t)n);
 		return; /* for the next thread that runs empty */
+	}
 	struct sm_bucket_shared *sh = &c->shared[cls];
+	struct sm_magazine *m;
 	if (_sm_refiller_running() &&
-	    atomic_load_explicit(&sh->outbox_count, memory_order_relaxed) < (int32_t)s->high_cap) {
+	    atomic_load_explicit(&sh->outbox_count, memory_order_relaxed) < (int32_t)s->high_cap &&
+	    (m = _sm_magazine_fill(cls, top, n, c->tcache)) != NULL) {
 		/* Hand the batch to the refill thread: jemalloc's work leaves
 		 * this thread. Bounded: a thread that frees faster than the
-		 * refill thread returns blocks to jemalloc (a wave of frees;
-		 * the thread also walks each outbox it takes) does the rest
-		 * itself. Without the bound, the outbox of a test freeing 100k
-		 * blocks of 256 B per round grew to 98k blocks (+25 MB). */
+		 * refill thread returns blocks to jemalloc (a wave of frees)
+		 * does the rest itself. Without the bound, the outbox of a test
+		 * freeing 100k blocks of 256 B per round grew to 98k blocks
+		 * (+25 MB). */
+		bucket_count_add(b, -(int32_t)n);
 		atomic_fetch_add_explicit(&sh->outbox_count, (int32_t)n, memory_order_relaxed);
-		list_push_chain(&sh->outbox, first, last);
+		list_push(&sh->outbox, &m->link);
 		_sm_refiller_request(c, &c->trim_want, cls);
 		return;
 	}
-	_sm_backend_free_chain(first, c->tcache);
-	s->objects_trimmed += n;
+	_sm_bucket_trim_to(c, cls, keep);
 }
 
 void _sm_free_slow(void *p, uint32_t cls)

@@ -36,9 +36,10 @@
  * the fast path entirely.
  *
  *   owner (depth 1)             refill thread (work_lock held)
- *   count <= low  --request-->  jemalloc -> batch -> push inbox
+ *   count <= low  --request-->  depot or jemalloc -> magazine -> push inbox
  *   count == 0: take inbox  <-----------------------'
- *   count at cap: batch -> push outbox --request--> take outbox -> jemalloc
+ *   count at cap: magazine -> push depot (for another thread), or
+ *                 push outbox --request--> take outbox -> jemalloc
  *   handler took reserve   --request-->  jemalloc -> push reserve
  *   thread exit: cache DEAD --queue-->   flush everything -> FREE
  *
@@ -191,31 +192,41 @@ static void serve_refills(struct sm_cache *c)
 		_sm_class_watermarks(cls, &low, &high, &batch, &cap);
 		if (atomic_load_explicit(&sh->inbox_count, memory_order_relaxed) >= (int32_t)batch)
 			continue; /* the last delivery is still there */
-		struct sm_node *first, *last;
-		uint32_t n;
-		first = _sm_depot_get(cls, &n); /* another thread's trimmed batch */
-		if (first) {
-			last = chain_last(first, &n);
-		} else {
-			n = _sm_backend_alloc_batch(cls, batch, &first, &last, refiller_tc);
-			if (!n)
+		/* Another thread's trimmed batch, else a new one from jemalloc,
+		 * straight into a magazine's array: the objects are not touched
+		 * here (magazine.c). */
+		struct sm_magazine *m = _sm_depot_get(cls);
+		uint32_t from_jemalloc = 0; /* objects_refilled: only what jemalloc gave */
+		if (!m) {
+			m = _sm_magazine_new(cls, refiller_tc);
+			if (!m)
 				continue;
+			m->n = _sm_backend_alloc_array(cls, batch, m->objs, refiller_tc);
+			if (!m->n) {
+				_sm_magazine_retire(m, refiller_tc);
+				continue;
+			}
+			_sm_slots_reverse(m->objs, m->n); /* the lowest address handed out first */
+			from_jemalloc = m->n;
 		}
+		uint32_t n = m->n;
 		atomic_fetch_add_explicit(&sh->inbox_count, (int32_t)n, memory_order_relaxed);
-		list_push_chain(&sh->inbox, first, last);
+		list_push(&sh->inbox, &m->link);
 		atomic_fetch_add_explicit(&sh->async_refills, 1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&sh->async_objects_refilled, n, memory_order_relaxed);
+		atomic_fetch_add_explicit(&sh->async_objects_refilled, from_jemalloc,
+		                          memory_order_relaxed);
 	}
 }
 
-/* Takes an atomic list and returns it to jemalloc; the object count. */
+/* Takes a list of magazines (an inbox or outbox) and returns their objects
+ * to jemalloc; the object count. */
 static uint32_t release_list(_Atomic(struct sm_node *) *list,
                              _Atomic int32_t *count)
 {
 	struct sm_node *chain = list_take_all(list);
 	if (!chain)
 		return 0;
-	uint32_t n = _sm_backend_free_chain(chain, refiller_tc); /* one walk */
+	uint32_t n = _sm_magazines_release(chain, refiller_tc);
 	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
 	return n;
 }
@@ -510,8 +521,8 @@ void _sm_refiller_fork_child(struct sm_cache *mine)
 			struct sm_bucket_shared *sh = &mine->shared[cls];
 			struct sm_node *chain = list_take_all(&sh->outbox);
 			if (chain) {
-				uint32_t n;
-				struct sm_node *last = chain_last(chain, &n);
+				struct sm_node *last;
+				uint32_t n = _sm_magazines_count(chain, &last);
 				/* Onto the inbox, which the owner drains when the
 				 * bucket runs empty and idle reclaim covers. */
 				atomic_fetch_sub(&sh->outbox_count, (int32_t)n);

@@ -63,6 +63,16 @@ struct sm_node {
 	struct sm_node *next;
 };
 
+/* A batch of one class's objects on its way between threads, as an array
+ * of pointers (magazine.c): the depot, a cache's inbox and outbox hold
+ * these, linked through `link`; the objects themselves are not written. */
+struct sm_magazine {
+	struct sm_node link;  //! next magazine on whatever list holds it
+	uint32_t cls;         //! the class it carries (its capacity: the class's batch)
+	uint32_t n;           //! objects in objs[]
+	void *objs[];         //! objs[n - 1] is the one to hand out first
+};
+
 /* Appends node to the private chain head .. tail (both NULL when empty). */
 static inline void chain_append(struct sm_node **head, struct sm_node **tail,
                                 struct sm_node *node)
@@ -154,6 +164,10 @@ struct sm_bucket_slow {
  *                                           (idle, dead)
  *   outbox   owner slow path (trim)         refill thread
  *
+ * The reserve is a chain of objects (a nested malloc takes one); the inbox
+ * and outbox are lists of magazines (struct sm_magazine: whole batches),
+ * and their counts are of objects.
+ *
  * Nobody pops a single node with compare-and-swap: that is the ABA hazard.
  * Taking is always exchange(list, NULL), and giving back is a push.
  * What a thread's handlers use first is not here but in its TLS (the
@@ -162,8 +176,9 @@ struct sm_bucket_slow {
  * its CPU (docs/PERFORMANCE.md, "Signal handler"). */
 struct sm_bucket_shared {
 	_Atomic(struct sm_node *) reserve;
-	_Atomic(struct sm_node *) inbox;
-	_Atomic(struct sm_node *) outbox; //! owner pushes trimmed batches; refill thread frees
+	_Atomic(struct sm_node *) inbox;  //! magazines: refill thread delivers, owner takes
+	_Atomic(struct sm_node *) outbox; //! magazines: owner pushes trimmed batches; refill
+	                                  //! thread frees them
 	_Atomic int32_t reserve_count;   //! approximate length of reserve
 	_Atomic int32_t inbox_count;     //! approximate length of inbox
 	_Atomic int32_t outbox_count;    //! approximate length of outbox

@@ -7,12 +7,14 @@
  *   - it restocks a nested reserve that a signal handler drained;
  *   - 3000 short-lived threads handing blocks to each other leak nothing:
  *     exited threads' cached bytes return to zero, resident size stays flat;
- *   - a fork child keeps the deferred-free list and returns it to jemalloc.
+ *   - a fork child keeps the deferred-free list and returns it to jemalloc;
+ *   - a producer's and a consumer's batches travel through the depot.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -327,6 +329,90 @@ static void test_thread_churn(void)
 		sm_free(mailbox[i]);
 }
 
+/* ------------------------------------------------------------------------
+ * Producer and consumer: one thread allocates 64 B blocks and writes its
+ * sequence number into each, another checks the number and frees the
+ * block, through a ring. The consumer's bucket overflows and the
+ * producer's runs empty, so whole batches must travel from one to the
+ * other through the depot (as magazines: depot.c, magazine.c), and
+ * jemalloc supplies only a small part of what the producer allocates. A
+ * block handed out again while it waits in the ring would show up as a
+ * changed number.
+ * ---------------------------------------------------------------------- */
+#define PC_RING 1024
+#define PC_BLOCKS 200000u
+static struct {
+	_Atomic uint64_t head; /* blocks published by the producer */
+	_Atomic uint64_t tail; /* blocks taken by the consumer */
+	void *slot[PC_RING];
+} pc_ring;
+static uint64_t pc_bad;
+
+static void pc_wait(unsigned *spins)
+{
+	if (++*spins > 64)
+		sched_yield();
+}
+
+static void *pc_consumer(void *arg)
+{
+	(void)arg;
+	for (uint64_t i = 0; i < PC_BLOCKS; i++) {
+		unsigned spins = 0;
+		while (atomic_load_explicit(&pc_ring.head, memory_order_acquire) <= i)
+			pc_wait(&spins);
+		uint64_t *p = pc_ring.slot[i % PC_RING];
+		if (p[0] != i || p[7] != ~i)
+			pc_bad++;
+		atomic_store_explicit(&pc_ring.tail, i + 1, memory_order_release);
+		sm_free(p);
+	}
+	return NULL;
+}
+
+static uint64_t refilled_64(void)
+{
+	struct sm_stats st;
+	sm_stats(&st);
+	for (int i = 0; i < SM_STATS_CLASSES; i++)
+		if (st.classes[i].size == 64)
+			return st.classes[i].objects_refilled;
+	return 0;
+}
+
+static void test_producer_consumer(void)
+{
+	BANNER("producer and consumer: batches through the depot");
+	uint64_t refilled_before = refilled_64();
+	pthread_t consumer;
+	if (pthread_create(&consumer, NULL, pc_consumer, NULL) != 0) {
+		CHECK("pthread_create", false);
+		return;
+	}
+	for (uint64_t i = 0; i < PC_BLOCKS; i++) {
+		unsigned spins = 0;
+		while (i - atomic_load_explicit(&pc_ring.tail, memory_order_acquire) >= PC_RING)
+			pc_wait(&spins);
+		uint64_t *p = sm_malloc(64);
+		if (!p) {
+			CHECK("malloc(64) in the producer", false);
+			abort(); /* the consumer waits for this block */
+		}
+		p[0] = i;
+		p[7] = ~i;
+		pc_ring.slot[i % PC_RING] = p;
+		atomic_store_explicit(&pc_ring.head, i + 1, memory_order_release);
+	}
+	pthread_join(consumer, NULL);
+	uint64_t from_jemalloc = refilled_64() - refilled_before;
+	fprintf(stderr, "prodcons: %u blocks, %llu of the 64 B class's objects from jemalloc\n",
+	        PC_BLOCKS, (unsigned long long)from_jemalloc);
+	CHECK("every block reaches the consumer as the producer wrote it", pc_bad == 0);
+	CHECK("jemalloc supplies under a quarter of the producer's blocks (the rest come "
+	      "back from the consumer through the depot)",
+	      from_jemalloc < PC_BLOCKS / 4);
+}
+
 /* A handler's free of a large block waits on the deferred list; a fork
  * child inherits it whole and its first slow path frees it. */
 static void test_fork_keeps_deferred(void)
@@ -365,6 +451,7 @@ int main(void)
 	test_steady_rate();
 	test_thread_identity();
 	test_reserve_restock();
+	test_producer_consumer();
 	test_thread_churn();
 	return print_test_summary();
 }
