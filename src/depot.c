@@ -77,16 +77,15 @@ int32_t _sm_depot_held(uint32_t cls)
 void _sm_depot_release_idle(uint64_t now, uint64_t idle_ticks, int tc)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		if (!atomic_load_explicit(&depot[cls].list, memory_order_relaxed) ||
-		    now - atomic_load_explicit(&depot[cls].last_take, memory_order_relaxed) < idle_ticks)
+		if (now - atomic_load_explicit(&depot[cls].last_take, memory_order_relaxed) < idle_ticks)
 			continue;
 		struct sm_node *chain = list_take_all(&depot[cls].list);
-		if (!chain)
-			continue;
-		struct sm_node *last;
-		int32_t n = (int32_t)_sm_magazines_count(chain, &last);
-		atomic_fetch_sub_explicit(&depot[cls].count, n, memory_order_relaxed);
-		_sm_magazines_release(chain, tc);
-		_sm_magazine_release_spares(cls, tc);
+		if (chain) {
+			struct sm_node *last;
+			int32_t n = (int32_t)_sm_magazines_count(chain, &last);
+			atomic_fetch_sub_explicit(&depot[cls].count, n, memory_order_relaxed);
+			_sm_magazines_release(chain, tc);
+		}
+		_sm_magazine_release_spares(cls, tc); /* one relaxed load when there are none */
 	}
 }
