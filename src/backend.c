@@ -486,7 +486,7 @@ uint32_t _sm_backend_alloc_array(uint32_t want_cls, uint32_t n, void **out, int 
 }
 
 /* n objects as a chain first .. last (for the lists that are chains: the
- * nested stock and reserves, the depot): _sm_backend_alloc_array, then each
+ * nested stock and the reserves): _sm_backend_alloc_array, then each
  * object's link written. */
 uint32_t _sm_backend_alloc_batch(uint32_t cls, uint32_t n, struct sm_node **first,
                                  struct sm_node **last, int tc)
@@ -563,6 +563,26 @@ void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t are
 void _sm_backend_free_large(void *p, int tc)
 {
 	dallocx(p, tcache_flag(tc));
+}
+
+/* sigmalloc's own small records (magazines: magazine.c), from jemalloc's
+ * automatic arena 0. Not a class object: drawn as one, a 400 B magazine
+ * counted as a 448 B class's use of its hub (source_class) until that
+ * class got an arena of its own, about 90 KiB of jemalloc's bookkeeping
+ * that a program which never allocates 448 B had no need of. No tcache:
+ * an explicit tcache's bin of that size also caches the class arena's
+ * objects, and a record must not come out of it as one, nor a class
+ * object as a record. */
+void *_sm_backend_alloc_record(size_t size)
+{
+	if (_sm_thread.no_jemalloc)
+		return NULL;
+	return mallocx(size, MALLOCX_ARENA(0) | MALLOCX_TCACHE_NONE);
+}
+
+void _sm_backend_free_record(void *p)
+{
+	dallocx(p, MALLOCX_TCACHE_NONE);
 }
 
 size_t _sm_backend_usable_large(void *p)

@@ -37,7 +37,11 @@
  * caches cannot be trusted: the child resets them to empty and FREE for
  * reuse and leaks the objects they held, as jemalloc does with the tcaches
  * of those threads. Lock-less lists whose every update is one atomic step
- * on the head (the deferred list) are whole in the child and are kept.
+ * on the head (the deferred list) are whole in the child and are kept. So
+ * are the depot and the spare magazines, whose take-one is two steps (take
+ * all, give the rest back): a thread caught between them in the parent
+ * leaves the list empty in the child, a bounded leak (at most a class's
+ * depot limit, or its spares), never a corrupt list.
  */
 #include <pthread.h>
 #include <signal.h>

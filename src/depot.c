@@ -43,12 +43,12 @@ static int32_t depot_limit(uint32_t cls)
 	return (int32_t)(limit > floor ? limit : floor);
 }
 
-bool _sm_depot_put(uint32_t cls, void *const *objs, uint32_t n, int tc)
+bool _sm_depot_put(uint32_t cls, void *const *objs, uint32_t n)
 {
 	if (n != _sm_magazine_capacity(cls) ||
 	    atomic_load_explicit(&depot[cls].count, memory_order_relaxed) >= depot_limit(cls))
 		return false;
-	struct sm_magazine *m = _sm_magazine_fill(cls, objs, n, tc);
+	struct sm_magazine *m = _sm_magazine_fill(cls, objs, n);
 	if (!m)
 		return false;
 	atomic_fetch_add_explicit(&depot[cls].count, (int32_t)n, memory_order_relaxed);
@@ -86,6 +86,6 @@ void _sm_depot_release_idle(uint64_t now, uint64_t idle_ticks, int tc)
 			atomic_fetch_sub_explicit(&depot[cls].count, n, memory_order_relaxed);
 			_sm_magazines_release(chain, tc);
 		}
-		_sm_magazine_release_spares(cls, tc); /* one relaxed load when there are none */
+		_sm_magazine_release_spares(cls); /* one relaxed load when there are none */
 	}
 }

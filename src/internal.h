@@ -137,6 +137,9 @@ void _sm_backend_free_array(void *const *objs, uint32_t n, int tc) sm_hidden;
 void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t arena,
                               int tc) sm_hidden;
 void _sm_backend_free_large(void *p, int tc) sm_hidden;
+/* sigmalloc's own records (magazines), from jemalloc's automatic arena. */
+void *_sm_backend_alloc_record(size_t size) sm_hidden;
+void _sm_backend_free_record(void *p) sm_hidden;
 size_t _sm_backend_usable_large(void *p) sm_hidden;
 bool _sm_backend_same_large_class(void *p, size_t size) sm_hidden;
 void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc) sm_hidden;
@@ -194,23 +197,23 @@ void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first,
 // depth 1 and the refill thread; tc as for the backend.
 uint32_t _sm_magazine_capacity(uint32_t cls) sm_hidden; /* the class's batch */
 /* An empty magazine of cls (a spare, else from jemalloc); NULL if none. */
-struct sm_magazine *_sm_magazine_new(uint32_t cls, int tc) sm_hidden;
+struct sm_magazine *_sm_magazine_new(uint32_t cls) sm_hidden;
 /* A new magazine holding a copy of objs[0 .. n-1] (n <= capacity). */
-struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs, uint32_t n,
-                                      int tc) sm_hidden;
+struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs,
+                                      uint32_t n) sm_hidden;
 /* An emptied magazine back to the spares (or to jemalloc). */
-void _sm_magazine_retire(struct sm_magazine *m, int tc) sm_hidden;
+void _sm_magazine_retire(struct sm_magazine *m) sm_hidden;
 /* A chain of magazines: their objects to jemalloc, the magazines retired;
  * returns how many objects. */
 uint32_t _sm_magazines_release(struct sm_node *chain, int tc) sm_hidden;
 /* The objects in a non-empty chain of magazines, and its last link. */
 uint32_t _sm_magazines_count(struct sm_node *chain, struct sm_node **last) sm_hidden;
-void _sm_magazine_release_spares(uint32_t cls, int tc) sm_hidden;
+void _sm_magazine_release_spares(uint32_t cls) sm_hidden;
 
 // "depot.c": whole batches passed between threads, as magazines.
 /* Puts a copy of objs[0 .. n-1] (n: the class's batch) in the depot; false
  * (nothing taken) when it is full or n is not a batch. */
-bool _sm_depot_put(uint32_t cls, void *const *objs, uint32_t n, int tc) sm_hidden;
+bool _sm_depot_put(uint32_t cls, void *const *objs, uint32_t n) sm_hidden;
 struct sm_magazine *_sm_depot_get(uint32_t cls) sm_hidden;
 int32_t _sm_depot_held(uint32_t cls) sm_hidden;
 void _sm_depot_release_idle(uint64_t now, uint64_t idle_ticks, int tc) sm_hidden;

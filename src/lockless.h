@@ -1,5 +1,7 @@
 /*
- * Lock-less singly linked lists of free objects (struct sm_node).
+ * Lock-less singly linked lists (struct sm_node): of free objects (the
+ * reserves, the deferred list), of magazines (the inbox, outbox, depot and
+ * spares: magazine.c) and of caches (the refill thread's request list).
  *
  * Concurrency matrix (after include/linux/llist.h): which operations may run
  * at the same time on one list, from any threads or signal contexts.

@@ -18,18 +18,21 @@
  * jemalloc, where a new magazine comes from. Never a nested context.
  *
  * A magazine of class c holds up to c's batch (sizeclass.c) objects. Its
- * own memory is one jemalloc object of the smallest class that fits it
- * (for 48 pointers, 400 B: the 448 B class), kept on a per-class list of
+ * own memory is a record from jemalloc's automatic arena (backend.c; for 48
+ * pointers, 400 B in jemalloc's 448 B size), kept on a per-class list of
  * spares when empty, at most SM_MAGAZINE_SPARES of them; the rest go back
  * to jemalloc. Lists of magazines link through `link`, with the lock-less
  * operations of lockless.h: whoever takes a magazine off a list owns it.
+ * `tc`, where a function takes one, is the caller's jemalloc tcache for
+ * the objects a magazine carries; the magazine itself never goes through a
+ * tcache.
  */
 #include <string.h>
 
 #include "internal.h"
 #include "lockless.h"
 
-#define SM_MAGAZINE_SPARES 16
+#define SM_MAGAZINE_SPARES 32
 
 static struct {
 	_Atomic(struct sm_node *) list;
@@ -43,33 +46,24 @@ uint32_t _sm_magazine_capacity(uint32_t cls)
 	return batch;
 }
 
-/* The class whose objects hold a magazine of cls. */
-static uint32_t magazine_class(uint32_t cls)
-{
-	size_t bytes = sizeof(struct sm_magazine) + _sm_magazine_capacity(cls) * sizeof(void *);
-	return class_of_size(bytes);
-}
-_Static_assert(sizeof(struct sm_magazine) + 48 * sizeof(void *) <= SM_MAX_SMALL,
-               "a magazine of the largest batch is a small object");
-
-struct sm_magazine *_sm_magazine_new(uint32_t cls, int tc)
+struct sm_magazine *_sm_magazine_new(uint32_t cls)
 {
 	struct sm_node *node = list_take_one(&spares[cls].list, &spares[cls].count);
 	if (node)
 		return (struct sm_magazine *)node;
-	void *mem;
-	if (_sm_backend_alloc_array(magazine_class(cls), 1, &mem, tc) != 1)
+	struct sm_magazine *m = _sm_backend_alloc_record(
+		sizeof(struct sm_magazine) + _sm_magazine_capacity(cls) * sizeof(void *));
+	if (!m)
 		return NULL;
-	struct sm_magazine *m = mem;
 	m->cls = cls;
 	m->n = 0;
 	return m;
 }
 
-struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs, uint32_t n, int tc)
+struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs, uint32_t n)
 {
 	sm_assert(n <= _sm_magazine_capacity(cls));
-	struct sm_magazine *m = _sm_magazine_new(cls, tc);
+	struct sm_magazine *m = _sm_magazine_new(cls);
 	if (!m)
 		return NULL;
 	memcpy(m->objs, objs, n * sizeof(void *));
@@ -77,7 +71,7 @@ struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs, uint32_t 
 	return m;
 }
 
-void _sm_magazine_retire(struct sm_magazine *m, int tc)
+void _sm_magazine_retire(struct sm_magazine *m)
 {
 	uint32_t cls = m->cls;
 	m->n = 0;
@@ -86,8 +80,7 @@ void _sm_magazine_retire(struct sm_magazine *m, int tc)
 		list_push(&spares[cls].list, &m->link);
 		return;
 	}
-	void *mem = m;
-	_sm_backend_free_array(&mem, 1, tc);
+	_sm_backend_free_record(m);
 }
 
 uint32_t _sm_magazines_release(struct sm_node *chain, int tc)
@@ -98,7 +91,7 @@ uint32_t _sm_magazines_release(struct sm_node *chain, int tc)
 		chain = chain->next;
 		_sm_backend_free_array(m->objs, m->n, tc);
 		objects += m->n;
-		_sm_magazine_retire(m, tc);
+		_sm_magazine_retire(m);
 	}
 	return objects;
 }
@@ -113,13 +106,13 @@ uint32_t _sm_magazines_count(struct sm_node *chain, struct sm_node **last)
 	return objects;
 }
 
-void _sm_magazine_release_spares(uint32_t cls, int tc)
+void _sm_magazine_release_spares(uint32_t cls)
 {
 	struct sm_node *chain = list_take_all(&spares[cls].list);
 	while (chain) {
-		void *mem = chain;
+		void *record = chain;
 		chain = chain->next;
 		atomic_fetch_sub_explicit(&spares[cls].count, 1, memory_order_relaxed);
-		_sm_backend_free_array(&mem, 1, tc);
+		_sm_backend_free_record(record);
 	}
 }

@@ -158,7 +158,7 @@ static void bucket_take_magazine(struct sm_cache *c, uint32_t cls, struct sm_mag
 	memcpy(b->slots + count, m->objs + over, keep * sizeof(void *));
 	poison_slots(b->slots + count, keep);
 	bucket_count_add(b, (int32_t)keep);
-	_sm_magazine_retire(m, c->tcache);
+	_sm_magazine_retire(m);
 }
 
 /* Moves the inbox of cls (magazines the refill thread delivered) into the
@@ -676,7 +676,7 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 	uint32_t n = b->batch;
 	uint32_t keep = bucket_count(b) - n;
 	void **top = b->slots + keep;
-	if (_sm_depot_put(cls, top, n, c->tcache)) {
+	if (_sm_depot_put(cls, top, n)) {
 		bucket_count_add(b, -(int32_t)n);
 		return; /* for the next thread that runs empty */
 	}
@@ -684,7 +684,7 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 	struct sm_magazine *m;
 	if (_sm_refiller_running() &&
 	    atomic_load_explicit(&sh->outbox_count, memory_order_relaxed) < (int32_t)s->high_cap &&
-	    (m = _sm_magazine_fill(cls, top, n, c->tcache)) != NULL) {
+	    (m = _sm_magazine_fill(cls, top, n)) != NULL) {
 		/* Hand the batch to the refill thread: jemalloc's work leaves
 		 * this thread. Bounded: a thread that frees faster than the
 		 * refill thread returns blocks to jemalloc (a wave of frees)

@@ -198,12 +198,12 @@ static void serve_refills(struct sm_cache *c)
 		struct sm_magazine *m = _sm_depot_get(cls);
 		uint32_t from_jemalloc = 0; /* objects_refilled: only what jemalloc gave */
 		if (!m) {
-			m = _sm_magazine_new(cls, refiller_tc);
+			m = _sm_magazine_new(cls);
 			if (!m)
 				continue;
 			m->n = _sm_backend_alloc_array(cls, batch, m->objs, refiller_tc);
 			if (!m->n) {
-				_sm_magazine_retire(m, refiller_tc);
+				_sm_magazine_retire(m);
 				continue;
 			}
 			_sm_slots_reverse(m->objs, m->n); /* the lowest address handed out first */

@@ -180,8 +180,8 @@ struct sm_bucket_shared {
 	_Atomic(struct sm_node *) outbox; //! magazines: owner pushes trimmed batches; refill
 	                                  //! thread frees them
 	_Atomic int32_t reserve_count;   //! approximate length of reserve
-	_Atomic int32_t inbox_count;     //! approximate length of inbox
-	_Atomic int32_t outbox_count;    //! approximate length of outbox
+	_Atomic int32_t inbox_count;     //! approximate: objects in the inbox's magazines
+	_Atomic int32_t outbox_count;    //! approximate: objects in the outbox's magazines
 	_Atomic int32_t stock_held;      //! the owner's last report of its stock's length (stats)
 	_Atomic uint64_t nested_allocs;  //! statistics: folded from the owner's TLS by the owner
 	_Atomic uint64_t nested_nulls;   //! relaxed load + store by nested paths

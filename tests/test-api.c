@@ -33,6 +33,9 @@
 extern __thread struct sm_thread _sm_thread;
 void _sm_refiller_barrier(void); /* refiller.c: waits for the refill thread's work in progress */
 void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, uint32_t n);
+void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep);           /* refill.c */
+struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs, uint32_t n); /* magazine.c */
+uint32_t _sm_magazine_capacity(uint32_t cls);
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
 #define MALLOC sm_malloc
 #define FREE sm_free
@@ -695,10 +698,11 @@ static void test_asan_poison(void)
 #ifdef SM_TEST_CORE
 /* A bucket is an array of `capacity` slots (types.h). The fast path's push
  * relies on high_mark < capacity; the slow paths that push past high_mark
- * (a thread's stock handed over at exit, an inbox or depot batch) go
- * through _sm_bucket_splice, which must send what does not fit back to
- * jemalloc, and a slow free that finds the array full must trim before it
- * pushes. Driven here as the owner's slow path would, at depth 1. */
+ * (a thread's stock handed over at exit: _sm_bucket_splice; the magazines
+ * of an inbox or the depot: bucket_take_magazine) must send what does not
+ * fit back to jemalloc, and a slow free that finds the array full must
+ * trim before it pushes. Driven here as the owner's slow path would, at
+ * depth 1. */
 static int compare_pointers(const void *a, const void *b)
 {
 	uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
@@ -753,6 +757,56 @@ static void test_bucket_capacity(void)
 	CHECK("mallocs after it return distinct blocks", distinct);
 	for (uint32_t i = 0; i < n; i++)
 		FREE(objs[i]);
+	FREE(objs);
+}
+
+/* An inbox holding more than the bucket's capacity (magazines, as the
+ * refill thread and a fork child leave them): the malloc that finds its
+ * bucket empty takes them all, fills the bucket to capacity, and gives the
+ * rest back to jemalloc. */
+static void test_inbox_overflow(void)
+{
+	BANNER("an inbox larger than the bucket");
+	const uint32_t cls = 3; /* 64 B */
+	FREE(MALLOC(64));
+	struct sm_cache *c = _sm_thread.cache;
+	struct sm_bucket *b = &_sm_thread.buckets[cls];
+	struct sm_bucket_shared *sh = &c->shared[cls];
+	uint32_t cap = b->capacity, batch = _sm_magazine_capacity(cls);
+	uint32_t n = (cap / batch + 3) * batch; /* whole magazines, more than fit */
+	void **objs = MALLOC(sizeof(void *) * n);
+	for (uint32_t i = 0; i < n; i++)
+		objs[i] = MALLOC(64);
+	_sm_thread.depth = 1;
+	_sm_bucket_trim_to(c, cls, 0); /* empty: the next malloc takes the inbox */
+	uint32_t magazines = 0;
+	for (uint32_t i = 0; i < n; i += batch) {
+		struct sm_magazine *m = _sm_magazine_fill(cls, objs + i, batch);
+		if (!m)
+			break;
+		atomic_fetch_add(&sh->inbox_count, (int32_t)batch);
+		struct sm_node *head = atomic_load(&sh->inbox);
+		do
+			m->link.next = head;
+		while (!atomic_compare_exchange_weak(&sh->inbox, &head, &m->link));
+		magazines++;
+	}
+	_sm_thread.depth = 0;
+	CHECK("the magazines were made", magazines == n / batch);
+	uint64_t trimmed = c->slow[cls].objects_trimmed;
+	void *p = MALLOC(64);
+	uint32_t after = (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
+	/* >=: the refill thread may have delivered a magazine of its own. */
+	CHECK("the inbox filled the bucket to capacity (less the block taken)", after == cap - 1);
+	CHECK("what did not fit went back to jemalloc",
+	      c->slow[cls].objects_trimmed - trimmed >= n - cap);
+	bool ours = false;
+	for (uint32_t i = 0; i < n; i++)
+		ours |= objs[i] == p;
+	CHECK("the block came from the inbox", ours);
+	CHECK("the inbox is empty and its count back to zero",
+	      atomic_load(&sh->inbox) == NULL && atomic_load(&sh->inbox_count) == 0);
+	FREE(p);
 	FREE(objs);
 }
 #endif
@@ -940,6 +994,7 @@ int main(void)
 #ifdef SM_TEST_CORE
 	test_asan_poison();
 	test_bucket_capacity();
+	test_inbox_overflow();
 #endif
 	return print_test_summary();
 }
