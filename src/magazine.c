@@ -9,7 +9,7 @@
  * reads each object's link, one load after the other, and each is a line
  * the thread that freed the object last wrote, so each is a transfer from
  * that thread's CPU. On a producer/consumer pair that walk was 90 % of the
- * producer's slow path (docs/PERFORMANCE.md, "prodcons"). A magazine is
+ * producer's slow path (docs/PERFORMANCE.md, producer/consumer). A magazine is
  * copied with memcpy: its 48 pointers are six lines that the CPU fetches in
  * parallel, and no object is read or written between the free that put it
  * in a bucket and the malloc that hands it out.
