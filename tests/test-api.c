@@ -24,8 +24,10 @@
 
 /* The point of these tests is to call the API with bad arguments. */
 #pragma GCC diagnostic ignored "-Wfree-nonheap-object"
+#if !defined(__clang__) /* gcc's warnings only */
 #pragma GCC diagnostic ignored "-Walloc-size-larger-than="
 #pragma GCC diagnostic ignored "-Wuse-after-free"
+#endif
 
 #ifdef SM_TEST_CORE
 #include "sigmalloc.h"
@@ -36,6 +38,8 @@ void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, 
 void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep);           /* refill.c */
 struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs, uint32_t n); /* magazine.c */
 uint32_t _sm_magazine_capacity(uint32_t cls);
+bool _sm_backend_same_large_class(void *p, size_t size); /* backend.c */
+size_t nallocx(size_t size, int flags);                   /* jemalloc */
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
 #define MALLOC sm_malloc
 #define FREE sm_free
@@ -760,6 +764,41 @@ static void test_bucket_capacity(void)
 	FREE(objs);
 }
 
+/* realloc of a large block stays in place while the new size is in the
+ * block's jemalloc size class, which backend.c computes instead of asking
+ * jemalloc: the answer must be jemalloc's for the sizes at and next to
+ * every class boundary from 5 KiB to 64 MiB. */
+static void test_large_size_classes(void)
+{
+	BANNER("large size classes: sigmalloc's arithmetic against nallocx");
+	bool agree = true;
+	unsigned classes = 0;
+	size_t below = 4096; /* the class below u */
+	for (size_t u = nallocx(4097, 0); u <= ((size_t)64 << 20);
+	     below = u, u = nallocx(u + 1, 0)) {
+		void *p = MALLOC(u);
+		if (!p || USABLE(p) != u) {
+			CHECK("a large block of exactly a class size", false);
+			FREE(p);
+			return;
+		}
+		const size_t sizes[] = { u, u - 1, below + 1, below, below - 1, u + 1 };
+		for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+			bool mine = _sm_backend_same_large_class(p, sizes[i]);
+			bool theirs = nallocx(sizes[i], 0) == u;
+			if (mine != theirs) {
+				fprintf(stderr, "  class %zu, size %zu: sigmalloc %d, jemalloc %d\n", u,
+				        sizes[i], mine, theirs);
+				agree = false;
+			}
+		}
+		FREE(p);
+		classes++;
+	}
+	CHECK("every class up to 64 MiB was tried", classes > 40);
+	CHECK("the size-class arithmetic agrees with jemalloc's nallocx", agree);
+}
+
 /* An inbox holding more than the bucket's capacity (magazines, as the
  * refill thread and a fork child leave them): the malloc that finds its
  * bucket empty takes them all, fills the bucket to capacity, and gives the
@@ -995,6 +1034,7 @@ int main(void)
 	test_asan_poison();
 	test_bucket_capacity();
 	test_inbox_overflow();
+	test_large_size_classes();
 #endif
 	return print_test_summary();
 }
