@@ -19,20 +19,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testhelper.h"
+
 #define FORKS 200
 #define CHILD_OPS 200000
 #define SLOTS 1024
 
 static atomic_bool stop;
 static atomic_ulong churn_ops;
-
-static uint32_t xorshift(uint32_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 17;
-	*s ^= *s << 5;
-	return *s;
-}
 
 struct block {
 	unsigned char *p;
@@ -61,17 +55,17 @@ static int check(const struct block *b)
 static int churn(struct block *slots, uint32_t *seed, long ops)
 {
 	for (long i = 0; i < ops; i++) {
-		struct block *b = &slots[xorshift(seed) % SLOTS];
+		struct block *b = &slots[xorshift32(seed) % SLOTS];
 		if (b->p) {
 			if (!check(b))
 				return 0;
 			free(b->p);
 		}
-		b->n = 1 + xorshift(seed) % (xorshift(seed) % 8 ? 512 : 20000);
+		b->n = 1 + xorshift32(seed) % (xorshift32(seed) % 8 ? 512 : 20000);
 		b->p = malloc(b->n);
 		if (!b->p)
 			return 0;
-		fill(b, (unsigned char)xorshift(seed));
+		fill(b, (unsigned char)xorshift32(seed));
 	}
 	return 1;
 }

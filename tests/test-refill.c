@@ -57,14 +57,6 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-static uint32_t xorshift(uint32_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 17;
-	*s ^= *s << 5;
-	return *s;
-}
-
 static void sum_stats(uint64_t *hits, uint64_t *misses, uint64_t *async_refills)
 {
 	struct sm_stats st;
@@ -91,7 +83,7 @@ static size_t drift_size(uint64_t t_ns, uint32_t *seed)
 {
 	uint64_t phase = t_ns / 20000000u;
 	size_t base = (size_t)(phase % 10);
-	return drift_sizes[base + xorshift(seed) % 3];
+	return drift_sizes[base + xorshift32(seed) % 3];
 }
 #define WORKING_SET 2048
 struct rate_result {
@@ -105,7 +97,7 @@ static void *steady_worker(void *arg)
 	static void *ws[WORKING_SET];
 	uint32_t seed = 12345;
 	for (int i = 0; i < WORKING_SET; i++)
-		ws[i] = sm_malloc(16 + xorshift(&seed) % 250);
+		ws[i] = sm_malloc(16 + xorshift32(&seed) % 250);
 	const uint64_t warmup_ns = 300000000u, run_ns = 1500000000u;
 	uint64_t start = now_ns(), next = start;
 	bool measuring = false;
@@ -122,7 +114,7 @@ static void *steady_worker(void *arg)
 		while (now_ns() < next)
 			; /* pace: one allocation per microsecond */
 		next += 1000;
-		uint32_t k = xorshift(&seed) % WORKING_SET;
+		uint32_t k = xorshift32(&seed) % WORKING_SET;
 		sm_free(ws[k]);
 		ws[k] = sm_malloc(drift_size(t - start, &seed));
 		allocs++;
@@ -259,13 +251,13 @@ static void *churn_thread(void *arg)
 				abort(); /* corrupted in another thread's hands */
 			sm_free(mailbox[i]);
 		}
-		size_t size = 16 + xorshift(&seed) % 2000;
+		size_t size = 16 + xorshift32(&seed) % 2000;
 		mailbox[i] = sm_malloc(size);
 		*(uint32_t *)mailbox[i] = (uint32_t)i * 7919u;
 	}
 	void *scratch[256];
 	for (int i = 0; i < 256; i++)
-		scratch[i] = sm_malloc(16 + xorshift(&seed) % 4000);
+		scratch[i] = sm_malloc(16 + xorshift32(&seed) % 4000);
 	for (int i = 0; i < 256; i++)
 		sm_free(scratch[i]);
 	return NULL;

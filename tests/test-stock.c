@@ -103,24 +103,16 @@ static void handler_step(struct held *slots, uint64_t owner, uint64_t *seq, uint
 static struct held alrm_slots[4], prof_slots[4];
 static uint64_t rng_alrm = 1, rng_prof = 7;
 
-static uint64_t xorshift(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 static void on_alrm(int sig)
 {
 	(void)sig;
-	handler_step(alrm_slots, 2, &seq_alrm, xorshift(&rng_alrm));
+	handler_step(alrm_slots, 2, &seq_alrm, xorshift64(&rng_alrm));
 }
 
 static void on_prof(int sig)
 {
 	(void)sig;
-	handler_step(prof_slots, 3, &seq_prof, xorshift(&rng_prof));
+	handler_step(prof_slots, 3, &seq_prof, xorshift64(&rng_prof));
 }
 
 static void *touch_and_exit(void *arg)
@@ -166,7 +158,7 @@ int main(int argc, char **argv)
 	while (now_s() < end) {
 		_sm_thread.depth++; /* from here on, every call is nested */
 		for (int k = 0; k < 4096; k++) {
-			uint64_t r = xorshift(&rng);
+			uint64_t r = xorshift64(&rng);
 			struct held *h = &mine[r % 8];
 			if (h->p) {
 				check(h->p, 1, h->seq);

@@ -5,6 +5,7 @@
 #define SM_TESTHELPER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 static int tests_passed, tests_failed;
@@ -27,6 +28,24 @@ static int tests_passed, tests_failed;
 	     fprintf(stderr, "FAIL: %s (%s:%d)\n", name, __FILE__, __LINE__))))
 
 #define BANNER(title) fprintf(stderr, "--- %s\n", title)
+
+/* Marsaglia's xorshift generators: cheap, and reentrant in a signal handler
+ * when each context keeps its own state. */
+static inline uint32_t xorshift32(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+static inline uint64_t xorshift64(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
 
 #include "rss.h"
 
