@@ -590,11 +590,10 @@ size_t _sm_backend_usable_large(void *p)
 	return sallocx(p, 0);
 }
 
-/* Would a large block of `size` bytes have p's usable size (one jemalloc
- * size class)? */
-/* Whether size is in the jemalloc size class of a large block. Above
- * 4 KiB jemalloc 5 spaces its classes four to a doubling (SC_LG_NGROUP 2,
- * a constant of its source): the classes in (2^k, 2^(k+1)] are 2^k + i x
+/* Whether a block of `size` bytes would have the large block p's usable
+ * size (one jemalloc size class). Above 64 B jemalloc 5 spaces its classes
+ * four to a doubling (SC_LG_NGROUP 2, a constant of its source), and a
+ * large block is above 4 KiB: the classes in (2^k, 2^(k+1)] are 2^k + i x
  * 2^(k-2), i = 1..4, so the class below usable is usable - 2^(k-2) with
  * 2^k <= usable - 1. Arithmetic where nallocx took 11 % of the samples of
  * realloc/+64 (docs/PERFORMANCE.md); tests/test-api.c checks it against
