@@ -72,20 +72,35 @@ int32_t _sm_depot_held(uint32_t cls)
 	return atomic_load_explicit(&depot[cls].count, memory_order_relaxed);
 }
 
+/* Every batch of cls waiting here, and the class's spare magazines, back to
+ * jemalloc. */
+static void release_class(uint32_t cls, int tc)
+{
+	struct sm_node *chain = list_take_all(&depot[cls].list);
+	if (chain) {
+		struct sm_node *last;
+		int32_t n = (int32_t)_sm_magazines_count(chain, &last);
+		atomic_fetch_sub_explicit(&depot[cls].count, n, memory_order_relaxed);
+		_sm_magazines_release(chain, tc);
+	}
+	_sm_magazine_release_spares(cls); /* one relaxed load when there are none */
+}
+
 /* Refill thread: classes whose depot nobody took from for idle_ticks give
- * their batches back to jemalloc, and their spare magazines with them. */
+ * their batches back to jemalloc, and their spare magazines with them. A
+ * process without a refill thread (one thread, no handler that allocated)
+ * keeps its depot, bounded by depot_limit, until malloc_trim. */
 void _sm_depot_release_idle(uint64_t now, uint64_t idle_ticks, int tc)
 {
-	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		if (now - atomic_load_explicit(&depot[cls].last_take, memory_order_relaxed) < idle_ticks)
-			continue;
-		struct sm_node *chain = list_take_all(&depot[cls].list);
-		if (chain) {
-			struct sm_node *last;
-			int32_t n = (int32_t)_sm_magazines_count(chain, &last);
-			atomic_fetch_sub_explicit(&depot[cls].count, n, memory_order_relaxed);
-			_sm_magazines_release(chain, tc);
-		}
-		_sm_magazine_release_spares(cls); /* one relaxed load when there are none */
-	}
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
+		if (now - atomic_load_explicit(&depot[cls].last_take, memory_order_relaxed) >=
+		    idle_ticks)
+			release_class(cls, tc);
+}
+
+/* malloc_trim (an owner at depth 1): everything. */
+void _sm_depot_release_all(int tc)
+{
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
+		release_class(cls, tc);
 }

@@ -217,6 +217,7 @@ bool _sm_depot_put(uint32_t cls, void *const *objs, uint32_t n) sm_hidden;
 struct sm_magazine *_sm_depot_get(uint32_t cls) sm_hidden;
 int32_t _sm_depot_held(uint32_t cls) sm_hidden;
 void _sm_depot_release_idle(uint64_t now, uint64_t idle_ticks, int tc) sm_hidden;
+void _sm_depot_release_all(int tc) sm_hidden;
 
 // "refiller.c": the background refill thread.
 extern _Atomic uint64_t _sm_tick sm_hidden;

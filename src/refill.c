@@ -768,6 +768,7 @@ void _sm_trim_thread(void)
 			stock_flush(t, t->cache);
 		_sm_cache_flush(t->cache, tc);
 	}
+	_sm_depot_release_all(tc);
 	if (_sm_base != SM_BASE_UNSET)
 		_sm_backend_purge(tc);
 }

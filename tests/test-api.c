@@ -39,6 +39,7 @@ void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep);       
 struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs, uint32_t n); /* magazine.c */
 uint32_t _sm_magazine_capacity(uint32_t cls);
 bool _sm_backend_same_large_class(void *p, size_t size); /* backend.c */
+int32_t _sm_depot_held(uint32_t cls);                     /* depot.c */
 size_t nallocx(size_t size, int flags);                   /* jemalloc */
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
 #define MALLOC sm_malloc
@@ -764,6 +765,26 @@ static void test_bucket_capacity(void)
 	FREE(objs);
 }
 
+/* The depot keeps trimmed batches for whichever thread runs empty next;
+ * a process with no refill thread never releases it by time, so
+ * malloc_trim must. */
+static void test_trim_empties_depot(void)
+{
+	BANNER("malloc_trim empties the depot");
+	const uint32_t cls = 3; /* 64 B */
+	enum { N = 6000 }; /* more than a bucket holds at its cap (2048) */
+	void **v = MALLOC(N * sizeof *v);
+	for (int i = 0; i < N; i++)
+		v[i] = MALLOC(64);
+	for (int i = 0; i < N; i++)
+		FREE(v[i]);
+	int32_t held = _sm_depot_held(cls);
+	CHECK("the frees beyond the bucket's cap went to the depot", held > 0);
+	CHECK("malloc_trim returns 1", MALLOC_TRIM(0) == 1);
+	CHECK("malloc_trim empties the depot", _sm_depot_held(cls) == 0);
+	FREE(v);
+}
+
 /* realloc of a large block stays in place while the new size is in the
  * block's jemalloc size class, which backend.c computes instead of asking
  * jemalloc: the answer must be jemalloc's for the sizes at and next to
@@ -1035,6 +1056,7 @@ int main(void)
 	test_bucket_capacity();
 	test_inbox_overflow();
 	test_large_size_classes();
+	test_trim_empties_depot();
 #endif
 	return print_test_summary();
 }
