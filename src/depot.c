@@ -8,8 +8,9 @@
  * one exchange-based take per batch of `batch` objects, instead of `batch`
  * calls into jemalloc on each side.
  *
- * Who calls in: owners at depth 1 (put on trim, get on a miss), the refill
- * thread (get when serving a refill request; release when idle). Never a
+ * Who calls in: owners at depth 1 (put on trim, get on a miss, release of
+ * everything in malloc_trim), the refill thread (get when serving a refill
+ * request; release when idle). Never a
  * nested context (it could, the operations are lock-less, but nested
  * allocations have their own reserves).
  *
@@ -22,7 +23,8 @@
  *
  * Bounded: at most depot_limit(c) objects per class wait here (a put over
  * the limit returns false and the caller trims otherwise); batches not
- * taken for SIGMALLOC_IDLE_MS go back to jemalloc (refill thread).
+ * taken for SIGMALLOC_IDLE_MS go back to jemalloc (refill thread), and all
+ * of them at malloc_trim.
  */
 #include "internal.h"
 #include "lockless.h"

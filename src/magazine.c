@@ -9,10 +9,11 @@
  * reads each object's link, one load after the other, and each is a line
  * the thread that freed the object last wrote, so each is a transfer from
  * that thread's CPU. On a producer/consumer pair that walk was 90 % of the
- * producer's slow path (docs/PERFORMANCE.md, producer/consumer). A magazine is
- * copied with memcpy: its 48 pointers are six lines that the CPU fetches in
- * parallel, and no object is read or written between the free that put it
- * in a bucket and the malloc that hands it out.
+ * producer's slow path (docs/PERFORMANCE.md, "Batches cross between threads
+ * as magazines"). A magazine is copied with memcpy: its 48 pointers are six
+ * lines, none of whose loads waits for another (not measured apart), and no
+ * object is read or written between the free that put it in a bucket and
+ * the malloc that hands it out.
  *
  * Who calls in: owners at depth 1 and the refill thread; both may call
  * jemalloc, where a new magazine comes from. Never a nested context.
