@@ -293,18 +293,15 @@ void _sm_cache_flush(struct sm_cache *c, int tc)
 		b->high_mark = c->slow[cls].high_default;
 		/* The reserve is a chain of objects, the inbox and outbox lists
 		 * of magazines (types.h). */
-		_Atomic(struct sm_node *) *lists[] = { &sh->reserve, &sh->inbox, &sh->outbox };
-		_Atomic int32_t *counts[] = { &sh->reserve_count, &sh->inbox_count,
-		                              &sh->outbox_count };
-		for (int i = 0; i < 3; i++) {
-			struct sm_node *chain = list_take_all(lists[i]);
-			if (chain) {
-				uint32_t n = i == 0 ? _sm_backend_free_chain(chain, tc)
-				                    : _sm_magazines_release(chain, tc);
-				atomic_fetch_sub_explicit(counts[i], (int32_t)n, memory_order_relaxed);
-				c->slow[cls].objects_trimmed += n;
-			}
+		struct sm_node *reserve = list_take_all(&sh->reserve);
+		if (reserve) {
+			uint32_t n = _sm_backend_free_chain(reserve, tc);
+			atomic_fetch_sub_explicit(&sh->reserve_count, (int32_t)n, memory_order_relaxed);
+			c->slow[cls].objects_trimmed += n;
 		}
+		c->slow[cls].objects_trimmed +=
+			_sm_magazine_list_release(&sh->inbox, &sh->inbox_count, tc) +
+			_sm_magazine_list_release(&sh->outbox, &sh->outbox_count, tc);
 	}
 	c->used_mask = 0;
 	atomic_store_explicit(&c->reserve_want, 0, memory_order_relaxed);

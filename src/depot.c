@@ -78,13 +78,7 @@ int32_t _sm_depot_held(uint32_t cls)
  * jemalloc. */
 static void release_class(uint32_t cls, int tc)
 {
-	struct sm_node *chain = list_take_all(&depot[cls].list);
-	if (chain) {
-		struct sm_node *last;
-		int32_t n = (int32_t)_sm_magazines_count(chain, &last);
-		atomic_fetch_sub_explicit(&depot[cls].count, n, memory_order_relaxed);
-		_sm_magazines_release(chain, tc);
-	}
+	_sm_magazine_list_release(&depot[cls].list, &depot[cls].count, tc);
 	_sm_magazine_release_spares(cls); /* one relaxed load when there are none */
 }
 

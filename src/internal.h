@@ -206,6 +206,10 @@ void _sm_magazine_retire(struct sm_magazine *m) sm_hidden;
 /* A chain of magazines: their objects to jemalloc, the magazines retired;
  * returns how many objects. */
 uint32_t _sm_magazines_release(struct sm_node *chain, int tc) sm_hidden;
+/* The same for a whole atomic list of magazines (inbox, outbox, depot),
+ * whose count of objects it lowers by as many. */
+uint32_t _sm_magazine_list_release(_Atomic(struct sm_node *) *list, _Atomic int32_t *count,
+                                   int tc) sm_hidden;
 /* The objects in a non-empty chain of magazines, and its last link. */
 uint32_t _sm_magazines_count(struct sm_node *chain, struct sm_node **last) sm_hidden;
 void _sm_magazine_release_spares(uint32_t cls) sm_hidden;

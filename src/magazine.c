@@ -97,6 +97,17 @@ uint32_t _sm_magazines_release(struct sm_node *chain, int tc)
 	return objects;
 }
 
+uint32_t _sm_magazine_list_release(_Atomic(struct sm_node *) *list, _Atomic int32_t *count,
+                                   int tc)
+{
+	struct sm_node *chain = list_take_all(list);
+	if (!chain)
+		return 0;
+	uint32_t n = _sm_magazines_release(chain, tc);
+	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
+	return n;
+}
+
 uint32_t _sm_magazines_count(struct sm_node *chain, struct sm_node **last)
 {
 	uint32_t objects = 0;

@@ -804,9 +804,8 @@ static _Atomic uint32_t global_want; //! bit per hub whose global reserve ran lo
  * (4 threads whose first malloc is interrupted) ran out: 15 of 32 runs
  * with SIGMALLOC_RESERVE=1 (1 object of 4 KiB), once in about ten CI runs
  * with the default. */
-static uint32_t global_target(uint32_t hub)
+static uint32_t global_target(void)
 {
-	(void)hub;
 	return _sm_options.reserve * 4;
 }
 
@@ -915,7 +914,7 @@ static bool global_give(struct sm_node *node)
 	uintptr_t h = slot_of(node);
 	if (h >= SM_NUM_CLASSES || _sm_class_hub[h] != h ||
 	    atomic_load_explicit(&global_reserve[h].count, memory_order_relaxed) >=
-	            (int32_t)global_target((uint32_t)h))
+	            (int32_t)global_target())
 		return false;
 	atomic_fetch_add_explicit(&global_reserve[h].count, 1, memory_order_relaxed);
 	list_push(&global_reserve[h].list, node);
@@ -929,7 +928,7 @@ void _sm_global_reserve_restock(int tc)
 		uint32_t hub = (uint32_t)__builtin_ctz(want);
 		want &= want - 1;
 		int32_t have = atomic_load_explicit(&global_reserve[hub].count, memory_order_relaxed);
-		uint32_t target = global_target(hub);
+		uint32_t target = global_target();
 		if (have < 0)
 			have = 0;
 		if ((uint32_t)have >= target)

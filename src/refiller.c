@@ -218,19 +218,6 @@ static void serve_refills(struct sm_cache *c)
 	}
 }
 
-/* Takes a list of magazines (an inbox or outbox) and returns their objects
- * to jemalloc; the object count. */
-static uint32_t release_list(_Atomic(struct sm_node *) *list,
-                             _Atomic int32_t *count)
-{
-	struct sm_node *chain = list_take_all(list);
-	if (!chain)
-		return 0;
-	uint32_t n = _sm_magazines_release(chain, refiller_tc);
-	atomic_fetch_sub_explicit(count, (int32_t)n, memory_order_relaxed);
-	return n;
-}
-
 static void serve_trims(struct sm_cache *c)
 {
 	uint32_t want = atomic_exchange_explicit(&c->trim_want, 0, memory_order_acquire);
@@ -238,7 +225,7 @@ static void serve_trims(struct sm_cache *c)
 		uint32_t cls = (uint32_t)__builtin_ctz(want);
 		want &= want - 1;
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		uint32_t n = release_list(&sh->outbox, &sh->outbox_count);
+		uint32_t n = _sm_magazine_list_release(&sh->outbox, &sh->outbox_count, refiller_tc);
 		if (!n)
 			continue;
 		atomic_fetch_add_explicit(&sh->async_trims, 1, memory_order_relaxed);
@@ -252,8 +239,8 @@ static void reclaim_idle(struct sm_cache *c)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		uint32_t n = release_list(&sh->inbox, &sh->inbox_count) +
-		             release_list(&sh->outbox, &sh->outbox_count);
+		uint32_t n = _sm_magazine_list_release(&sh->inbox, &sh->inbox_count, refiller_tc) +
+		             _sm_magazine_list_release(&sh->outbox, &sh->outbox_count, refiller_tc);
 		if (n)
 			atomic_fetch_add_explicit(&sh->async_objects_trimmed, n, memory_order_relaxed);
 	}

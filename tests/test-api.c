@@ -31,6 +31,7 @@
 
 #ifdef SM_TEST_CORE
 #include "sigmalloc.h"
+#include "lockless.h"
 #include "types.h"
 extern __thread struct sm_thread _sm_thread;
 void _sm_refiller_barrier(void); /* refiller.c: waits for the refill thread's work in progress */
@@ -845,10 +846,7 @@ static void test_inbox_overflow(void)
 		if (!m)
 			break;
 		atomic_fetch_add(&sh->inbox_count, (int32_t)batch);
-		struct sm_node *head = atomic_load(&sh->inbox);
-		do
-			m->link.next = head;
-		while (!atomic_compare_exchange_weak(&sh->inbox, &head, &m->link));
+		list_push(&sh->inbox, &m->link);
 		magazines++;
 	}
 	_sm_thread.depth = 0;
