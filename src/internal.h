@@ -122,8 +122,12 @@ static inline bool slot_is_large(uintptr_t slot)
 	return slot - SM_LARGE_FIRST_SLOT < _sm_large_slots;
 }
 bool _sm_backend_init(void) sm_hidden;
-/* `tc` everywhere: the caller's explicit jemalloc tcache, or SM_TCACHE_NONE. */
+/* `tc` everywhere: the caller's explicit jemalloc tcache, or SM_TCACHE_NONE.
+ * Frees (never allocations) may also name SM_TCACHE_THREAD, the calling
+ * thread's automatic jemalloc tcache: jemalloc's fast free path, for blocks
+ * this thread will not ask for again soon (backend.c, free_flags). */
 #define SM_TCACHE_NONE (-1)
+#define SM_TCACHE_THREAD (-2)
 int _sm_backend_tcache_create(void) sm_hidden;
 void _sm_backend_tcache_flush(int tc) sm_hidden;
 /* Allocates up to n objects of class cls into out[], writing nothing into

@@ -639,7 +639,9 @@ void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
 	if (bucket_count(b) <= keep)
 		return;
 	uint32_t n = bucket_count(b) - keep;
-	_sm_backend_free_array(b->slots + keep, n, c->tcache);
+	/* The owner frees more than it keeps: jemalloc's fast free path
+	 * (backend.c, free_flags). */
+	_sm_backend_free_array(b->slots + keep, n, SM_TCACHE_THREAD);
 	bucket_count_add(b, -(int32_t)n);
 	c->slow[cls].objects_trimmed += n;
 }

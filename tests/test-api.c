@@ -42,6 +42,7 @@ uint32_t _sm_magazine_capacity(uint32_t cls);
 bool _sm_backend_same_large_class(void *p, size_t size); /* backend.c */
 int32_t _sm_depot_held(uint32_t cls);                     /* depot.c */
 size_t nallocx(size_t size, int flags);                   /* jemalloc */
+int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
 #define MALLOC sm_malloc
 #define FREE sm_free
@@ -786,6 +787,74 @@ static void test_trim_empties_depot(void)
 	FREE(v);
 }
 
+/* jemalloc's count of 64-byte regions handed out of its slabs, over all
+ * arenas: an object in any tcache counts as handed out. */
+static uint64_t jemalloc_regions_64(void)
+{
+	uint64_t epoch = 1;
+	size_t len = sizeof epoch;
+	mallctl("epoch", &epoch, &len, &epoch, len);
+	unsigned nbins = 0;
+	len = sizeof nbins;
+	mallctl("arenas.nbins", &nbins, &len, NULL, 0);
+	for (unsigned i = 0; i < nbins; i++) {
+		char name[64];
+		size_t size = 0, regs = 0;
+		len = sizeof size;
+		snprintf(name, sizeof name, "arenas.bin.%u.size", i);
+		if (mallctl(name, &size, &len, NULL, 0) != 0 || size != 64)
+			continue;
+		len = sizeof regs;
+		snprintf(name, sizeof name, "stats.arenas.4096.bins.%u.curregs", i);
+		if (mallctl(name, &regs, &len, NULL, 0) != 0)
+			return 0;
+		return regs;
+	}
+	return 0;
+}
+
+/* The owner's trims (a thread that frees more than it keeps) go back to
+ * jemalloc through the thread's automatic tcache, jemalloc's fast free path
+ * (backend.c, free_flags), and malloc_trim flushes that tcache too.
+ * Flushing a tcache lowers curregs by what it held; the refill thread is
+ * quiet after the barrier and only this thread's tcache is flushed. The
+ * trim is called directly, as the owner's free would (a free could also
+ * hand its batch to the refill thread's outbox, depending on timing). */
+static void test_trims_use_thread_tcache(void)
+{
+	BANNER("trims free through the thread's automatic tcache; malloc_trim flushes it");
+	const uint32_t cls = 3; /* 64 B */
+	enum { N = 400 };
+	void *v[N];
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < N; i++)
+			v[i] = MALLOC(64);
+		for (int i = 0; i < N; i++)
+			FREE(v[i]);
+		_sm_refiller_barrier();
+		struct sm_bucket *b = &_sm_thread.buckets[cls];
+		uint64_t held = b->tally & SM_TALLY_COUNT_MAX;
+		_sm_thread.depth = 1;
+		_sm_bucket_trim_to(_sm_thread.cache, cls, 0);
+		_sm_thread.depth = 0;
+		if (round == 1)
+			CHECK("malloc_trim returns 1", MALLOC_TRIM(0) == 1);
+		uint64_t before = jemalloc_regions_64();
+		mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+		uint64_t after = jemalloc_regions_64();
+		fprintf(stderr,
+		        "round %d: trimmed %llu; 64 B regions out %llu, after this thread's tcache "
+		        "flush %llu\n",
+		        round, (unsigned long long)held, (unsigned long long)before,
+		        (unsigned long long)after);
+		CHECK("the bucket held blocks to trim", held > 0);
+		if (round == 0)
+			CHECK("the trimmed blocks wait in the thread's automatic tcache", after < before);
+		else
+			CHECK("malloc_trim left nothing in the thread's automatic tcache", after == before);
+	}
+}
+
 /* realloc of a large block stays in place while the new size is in the
  * block's jemalloc size class, which backend.c computes instead of asking
  * jemalloc: the answer must be jemalloc's for the sizes at and next to
@@ -1055,6 +1124,7 @@ int main(void)
 	test_inbox_overflow();
 	test_large_size_classes();
 	test_trim_empties_depot();
+	test_trims_use_thread_tcache();
 #endif
 	return print_test_summary();
 }
