@@ -66,8 +66,9 @@ struct sm_class_stats {
 	uint64_t sync_misses;     /* allocations that refilled from jemalloc themselves */
 	uint64_t async_refills;   /* batches the refill thread delivered */
 	uint64_t async_trims;     /* batches the refill thread returned to jemalloc */
-	uint64_t objects_refilled;/* objects brought from jemalloc into caches (sync and async) */
-	uint64_t objects_trimmed; /* objects returned from caches to jemalloc (sync and async) */
+	uint64_t objects_refilled;/* objects brought from the backend into caches (sync and
+	                             async): the class's pool, then jemalloc */
+	uint64_t objects_trimmed; /* objects returned from caches to the backend (sync and async) */
 	uint64_t nested_allocs;   /* allocations made from a nested (signal) context */
 	uint64_t nested_nulls;    /* of those, how many returned NULL */
 	uint64_t nested_frees;    /* frees made from a nested context */
@@ -84,6 +85,8 @@ struct sm_stats {
 	uint64_t unowned_cached_bytes; /* of those, held by caches of exited threads */
 	uint64_t jemalloc_allocated; /* jemalloc's stats.allocated, 0 if unknown */
 	uint64_t jemalloc_resident;  /* jemalloc's stats.resident, 0 if unknown */
+	uint64_t pool_bytes;      /* bytes carved from the class pools (served without jemalloc) */
+	uint64_t pool_free_bytes; /* of those, freed back to the pools and waiting for reuse */
 };
 /* Fills *out. Not async-signal-safe (it reads jemalloc's statistics). */
 SM_API void sm_stats(struct sm_stats *out);

@@ -56,11 +56,13 @@ static struct mallinfo2 mallinfo2_from_stats(void)
 	struct sm_stats st;
 	sm_stats(&st);
 	struct mallinfo2 mi = { 0 };
-	mi.arena = st.jemalloc_resident;  /* bytes obtained from the system */
-	mi.uordblks = st.jemalloc_allocated - (st.cached_bytes < st.jemalloc_allocated
-	                                       ? st.cached_bytes : st.jemalloc_allocated);
-	mi.fordblks = st.cached_bytes;     /* free, sitting in thread caches */
-	mi.fsmblks = st.cached_bytes;
+	/* The class pools' carved bytes are sigmalloc's own, outside jemalloc's
+	 * counts: handed out (or cached) unless they wait on a pool's list. */
+	size_t handed = st.jemalloc_allocated + st.pool_bytes - st.pool_free_bytes;
+	mi.arena = st.jemalloc_resident + st.pool_bytes; /* bytes obtained from the system */
+	mi.uordblks = handed - (st.cached_bytes < handed ? st.cached_bytes : handed);
+	mi.fordblks = st.cached_bytes + st.pool_free_bytes; /* free: in caches and pools */
+	mi.fsmblks = mi.fordblks;
 	mi.keepcost = 0;
 	return mi;
 }

@@ -86,7 +86,6 @@ __thread struct sm_thread _sm_thread sm_tls __attribute__((aligned(4096))) = {
 /* Aligned to its size rounded up to a power of two: never across a page. */
 _Static_assert(sizeof(struct sm_thread) <= 4096, "the thread state fits in one page");
 
-#define SM_PAGE 4096u /* jemalloc's LG_PAGE as Debian builds it */
 
 /* ------------------------------------------------------------------------
  * Depth window

@@ -379,9 +379,15 @@ bool _sm_backend_init(void)
 		_sm_message("sigmalloc: cannot reserve address space; every allocation fails\n");
 		return false;
 	}
+	/* Each class slot starts with its pool (pool.c); jemalloc's extents
+	 * come after it. Whole pages, at most a quarter of the slot. */
+	uintptr_t pool = ((uintptr_t)_sm_options.pool_bytes + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1);
+	if (pool > SM_SLOT_SIZE / 4)
+		pool = SM_SLOT_SIZE / 4;
+	_sm_pool_init(base, pool);
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		uintptr_t start = base + (uintptr_t)cls * SM_SLOT_SIZE;
-		range_init(&class_range[cls], start, start + SM_SLOT_SIZE);
+		range_init(&class_range[cls], start + pool, start + SM_SLOT_SIZE);
 	}
 	uintptr_t large_start = base + (uintptr_t)SM_LARGE_FIRST_SLOT * SM_SLOT_SIZE;
 	uintptr_t large_end = large_start + (uintptr_t)large_slots * SM_SLOT_SIZE;
@@ -478,6 +484,12 @@ static sm_noinline sm_cold void misplaced(void *p)
  * misplaced). Returns how many. */
 uint32_t _sm_backend_alloc_array(uint32_t want_cls, uint32_t n, void **out, int tc)
 {
+	/* The class's pool first (pool.c): no arena until it is used up. */
+	const uint32_t pooled = _sm_pool_alloc(want_cls, n, out);
+	if (sm_likely(pooled == n))
+		return n;
+	out += pooled;
+	n -= pooled;
 	const uint32_t cls = source_class(want_cls, n);
 	unsigned arena = class_arena_get(cls);
 	const int flags = MALLOCX_ARENA(arena) | tcache_flag(tc);
@@ -501,7 +513,7 @@ uint32_t _sm_backend_alloc_array(uint32_t want_cls, uint32_t n, void **out, int 
 			break;
 		}
 	}
-	return got;
+	return pooled + got;
 }
 
 /* n objects as a chain first .. last (for the lists that are chains: the
@@ -539,7 +551,10 @@ uint32_t _sm_backend_free_chain(struct sm_node *node, int tc)
 	while (node) {
 		sm_unpoison(node);
 		struct sm_node *next = node->next;
-		sdallocx(node, _sm_class_size[slot_of(node)], flags);
+		if (sm_unlikely(_sm_pool_holds(node)))
+			_sm_pool_free((uint32_t)slot_of(node), (void *const *)&node, 1);
+		else
+			sdallocx(node, _sm_class_size[slot_of(node)], flags);
 		node = next;
 		n++;
 	}
@@ -553,6 +568,15 @@ void _sm_backend_free_array(void *const *objs, uint32_t n, int tc)
 {
 	const int flags = free_flags(tc);
 	for (uint32_t i = 0; i < n; i++) {
+		if (sm_unlikely(_sm_pool_holds(objs[i]))) {
+			/* The run of pool objects of one class from here: one lock. */
+			uint32_t cls = (uint32_t)slot_of(objs[i]), j = i + 1;
+			while (j < n && _sm_pool_holds(objs[j]) && slot_of(objs[j]) == cls)
+				j++;
+			_sm_pool_free(cls, objs + i, j - i);
+			i = j - 1;
+			continue;
+		}
 		sm_unpoison(objs[i]);
 		sdallocx(objs[i], _sm_class_size[slot_of(objs[i])], flags);
 	}

@@ -365,10 +365,12 @@ static void fork_prepare(void)
 	pthread_mutex_lock(&registry_lock);
 	_sm_refiller_fork_prepare();
 	_sm_backend_fork_prepare();
+	_sm_pool_fork_prepare(); /* last: its holder takes no other lock */
 }
 
 static void fork_parent(void)
 {
+	_sm_pool_fork_parent();
 	_sm_backend_fork_parent();
 	_sm_refiller_fork_parent();
 	pthread_mutex_unlock(&registry_lock);
@@ -392,6 +394,7 @@ static void fork_child(void)
 {
 	pthread_mutex_init(&registry_lock, NULL);
 	_sm_backend_fork_child();
+	_sm_pool_fork_child();
 	struct sm_cache *mine = _sm_thread.cache;
 	if (mine == &_sm_cache_empty)
 		mine = NULL;

@@ -250,6 +250,22 @@ void _sm_refiller_fork_prepare(void) sm_hidden;
 void _sm_refiller_fork_parent(void) sm_hidden;
 void _sm_refiller_fork_child(struct sm_cache *mine) sm_hidden;
 
+// "pool.c": the first bytes of every class slot, carved by sigmalloc itself
+// before the class gets a jemalloc arena. Callers: backend.c (and fork).
+extern uintptr_t _sm_pool_bytes sm_hidden; /* bytes per class pool; fixed at init */
+/* p, a class object (slot below SM_NUM_CLASSES), was carved from its pool. */
+static inline bool _sm_pool_holds(const void *p)
+{
+	return (((uintptr_t)p - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
+}
+void _sm_pool_init(uintptr_t base, uintptr_t bytes) sm_hidden;
+uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out) sm_hidden;
+void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n) sm_hidden;
+void _sm_pool_usage(uint32_t cls, uint64_t *carved, uint64_t *free_objects) sm_hidden;
+void _sm_pool_fork_prepare(void) sm_hidden;
+void _sm_pool_fork_parent(void) sm_hidden;
+void _sm_pool_fork_child(void) sm_hidden;
+
 // "options.c"
 struct sm_options {
 	uint32_t reserve;      /* nested reserve per used class (SIGMALLOC_RESERVE) */
@@ -257,6 +273,7 @@ struct sm_options {
 	uint32_t idle_ms;      /* quiet time before a cache is trimmed (SIGMALLOC_IDLE_MS) */
 	uint32_t decay_ms;     /* jemalloc dirty_decay_ms of our arenas (SIGMALLOC_DECAY_MS) */
 	uint32_t arena_after;  /* bytes a class draws from its hub first (SIGMALLOC_ARENA_AFTER) */
+	uint32_t pool_bytes;   /* bytes of each class's pool (SIGMALLOC_POOL) */
 	uint32_t refill_thread; /* 0 off, 1 on, 2 auto (SIGMALLOC_REFILL_THREAD) */
 	bool stats_at_exit;    /* SIGMALLOC_STATS */
 	bool verbose;          /* SIGMALLOC_VERBOSE */

@@ -18,6 +18,7 @@ struct sm_options _sm_options = {
 	.idle_ms = 1000,
 	.decay_ms = 1000,
 	.arena_after = 64 * 1024,
+	.pool_bytes = 128 * 1024,
 	.refill_thread = 2,
 	.stats_at_exit = false,
 	.verbose = false,
@@ -44,6 +45,9 @@ static const struct option_desc options[] = {
 	{ "ARENA_AFTER", OPT_U32, &_sm_options.arena_after, 0, 1u << 30,
 	  "bytes a size class may waste by drawing larger objects from its hub class before it "
 	  "gets a jemalloc arena of its own (0: every class its own arena at once)" },
+	{ "POOL", OPT_U32, &_sm_options.pool_bytes, 0, 64u << 20,
+	  "bytes at the start of each class's address range that sigmalloc carves itself before "
+	  "the class gets a jemalloc arena (0: none; rounded up to pages)" },
 	{ "REFILL_THREAD", OPT_AUTO, &_sm_options.refill_thread, 0, 2,
 	  "background refill thread: 0 off, 1 on from the start, 2 auto (on first need)" },
 	{ "STATS", OPT_BOOL, &_sm_options.stats_at_exit, 0, 1,

@@ -92,6 +92,10 @@ void sm_stats(struct sm_stats *out)
 			o->cached_objects += (uint64_t)held;
 		o->cached_bytes = o->cached_objects * o->size;
 		out->cached_bytes += o->cached_bytes;
+		uint64_t carved, free_objects;
+		_sm_pool_usage(cls, &carved, &free_objects);
+		out->pool_bytes += carved;
+		out->pool_free_bytes += free_objects * o->size;
 	}
 	if (atomic_load_explicit(&_sm_initialized, memory_order_acquire) > 0) {
 		_sm_backend_read_u64("stats.allocated", &out->jemalloc_allocated);
@@ -129,6 +133,9 @@ void sm_stats_print(int fd)
 		               (unsigned long long)o->nested_frees, (unsigned long long)o->cached_bytes);
 		_sm_write_all(fd, line, n);
 	}
+	n = _sm_format(line, sizeof line, "pools: %llu B carved, %llu B of it free in the pools\n",
+	               (unsigned long long)st.pool_bytes, (unsigned long long)st.pool_free_bytes);
+	_sm_write_all(fd, line, n);
 	n = _sm_format(line, sizeof line,
 	               "large: %llu allocations, %llu frees; cached %llu B; jemalloc allocated %llu B, "
 	               "resident %llu B\n",

@@ -49,6 +49,7 @@
 #define SM_SLOT_SHIFT 36
 #endif
 #define SM_SLOT_SIZE ((uintptr_t)1 << SM_SLOT_SHIFT)
+#define SM_PAGE 4096u /* jemalloc's LG_PAGE as Debian builds it */
 #define SM_LARGE_FIRST_SLOT 32u
 #define SM_LARGE_SLOTS_MAX 64u      /* 4 TiB for large objects, at most */
 #define SM_LARGE_SLOTS_MIN 1u       /* 64 GiB at least, else init fails */

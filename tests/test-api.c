@@ -41,6 +41,7 @@ struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs, uint32_t 
 uint32_t _sm_magazine_capacity(uint32_t cls);
 bool _sm_backend_same_large_class(void *p, size_t size); /* backend.c */
 int32_t _sm_depot_held(uint32_t cls);                     /* depot.c */
+extern uintptr_t _sm_pool_bytes;                          /* pool.c */
 size_t nallocx(size_t size, int flags);                   /* jemalloc */
 int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
@@ -826,6 +827,12 @@ static void test_trims_use_thread_tcache(void)
 	const uint32_t cls = 3; /* 64 B */
 	enum { N = 400 };
 	void *v[N];
+	/* Use up the class's pool (pool.c), so that the blocks come from
+	 * jemalloc: pool blocks go back to the pool, never to jemalloc. */
+	uint32_t in_pool = (uint32_t)(_sm_pool_bytes / 64) + N;
+	void **pooled = MALLOC(sizeof(void *) * in_pool);
+	for (uint32_t i = 0; i < in_pool; i++)
+		pooled[i] = MALLOC(64);
 	for (int round = 0; round < 2; round++) {
 		for (int i = 0; i < N; i++)
 			v[i] = MALLOC(64);
@@ -853,6 +860,9 @@ static void test_trims_use_thread_tcache(void)
 		else
 			CHECK("malloc_trim left nothing in the thread's automatic tcache", after == before);
 	}
+	for (uint32_t i = 0; i < in_pool; i++)
+		FREE(pooled[i]);
+	FREE(pooled);
 }
 
 /* realloc of a large block stays in place while the new size is in the
