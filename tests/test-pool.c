@@ -1,0 +1,133 @@
+/* The class pools (src/pool.c), in a fresh process against the core:
+ *   - a program that uses a few objects of every class creates no class
+ *     arena (jemalloc's arenas.narenas stays where initialisation left it);
+ *   - those objects lie in the pools, and freed ones are reused from there;
+ *   - a class that outgrows its pool gets its arena and its objects from
+ *     jemalloc, and pool objects never go to jemalloc (a free of one there
+ *     would crash or corrupt jemalloc: every block is checked intact);
+ *   - SIGMALLOC_POOL=0 (the `pool-off` test) turns the pools off.
+ * Single-threaded: no refill thread starts, so every count is this
+ * thread's. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sigmalloc.h"
+#include "testhelper.h"
+#include "types.h"
+
+extern uintptr_t _sm_base;        /* backend.c */
+extern uintptr_t _sm_pool_bytes;  /* pool.c */
+extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
+int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+
+static unsigned narenas(void)
+{
+	unsigned n = 0;
+	size_t len = sizeof n;
+	mallctl("arenas.narenas", &n, &len, NULL, 0);
+	return n;
+}
+
+static bool in_pool(const void *p)
+{
+	return (((uintptr_t)p - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
+}
+
+static uint64_t pool_free_bytes(void)
+{
+	struct sm_stats st;
+	sm_stats(&st);
+	return st.pool_free_bytes;
+}
+
+/* Few enough that the largest class's pool (32 objects of 4 KiB) holds
+ * them and its share of the process-wide nested reserve (16). */
+enum { FEW = 10 };
+
+int main(void)
+{
+	const char *env = getenv("SIGMALLOC_POOL");
+	const bool pools_on = !(env && strcmp(env, "0") == 0);
+	sm_free(sm_malloc(1)); /* initialises: arena 0 and the first large arena */
+	const unsigned base_arenas = narenas();
+	fprintf(stderr, "pool %zu B per class, %u arenas after init\n", (size_t)_sm_pool_bytes,
+	        base_arenas);
+	CHECK("SIGMALLOC_POOL decides the pool size", pools_on ? _sm_pool_bytes == 128 * 1024
+	                                                        : _sm_pool_bytes == 0);
+
+	BANNER("a few objects of every class");
+	void *v[SM_NUM_CLASSES][FEW];
+	bool all_pooled = true;
+	for (uint32_t c = 0; c < SM_NUM_CLASSES; c++)
+		for (int i = 0; i < FEW; i++) {
+			v[c][i] = sm_malloc(_sm_class_size[c]);
+			memset(v[c][i], (int)c, _sm_class_size[c]);
+			all_pooled &= in_pool(v[c][i]);
+		}
+	unsigned used_arenas = narenas();
+	fprintf(stderr, "%u arenas after %d objects of each of %u classes\n", used_arenas, FEW,
+	        SM_NUM_CLASSES);
+	if (pools_on) {
+		CHECK("they come from the pools", all_pooled);
+		CHECK("no class arena is created", used_arenas == base_arenas);
+	} else {
+		/* The first malloc(1) made the 16 B hub's already. */
+		CHECK("without pools, every other hub gets an arena", used_arenas >= base_arenas + 4);
+	}
+	bool intact = true;
+	for (uint32_t c = 0; c < SM_NUM_CLASSES; c++)
+		for (int i = 0; i < FEW; i++) {
+			const unsigned char *b = v[c][i];
+			for (size_t k = 0; k < _sm_class_size[c]; k += 7)
+				intact &= b[k] == (unsigned char)c;
+			sm_free(v[c][i]);
+		}
+	CHECK("every object kept its contents", intact);
+	CHECK("malloc_trim returns 1", sm_malloc_trim(0) == 1);
+	if (pools_on) {
+		uint64_t waiting = pool_free_bytes();
+		fprintf(stderr, "after malloc_trim: %llu B wait in the pools\n",
+		        (unsigned long long)waiting);
+		CHECK("malloc_trim returns pool objects to their pools", waiting > 0);
+		void *again = sm_malloc(64);
+		CHECK("a freed pool object is reused", in_pool(again) && pool_free_bytes() < waiting);
+		sm_free(again);
+	}
+
+	BANNER("a class that outgrows its pool");
+	const uint32_t n = (uint32_t)(_sm_pool_bytes / 64) + 5000;
+	void **w = sm_malloc(sizeof(void *) * n);
+	uint32_t pooled = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		w[i] = sm_malloc(64);
+		memcpy(w[i], &i, sizeof i);
+		pooled += in_pool(w[i]);
+	}
+	fprintf(stderr, "%u of %u objects of 64 B from the pool; %u arenas\n", pooled, n, narenas());
+	/* All but what the thread's cache and the nested reserves hold. */
+	const uint32_t pool_objects = (uint32_t)(_sm_pool_bytes / 64);
+	CHECK("the pool serves what it holds, jemalloc the rest",
+	      pools_on ? pooled <= pool_objects && pooled + 64 >= pool_objects : pooled == 0);
+	CHECK("the class (a hub) gets its arena", narenas() > used_arenas || !pools_on);
+	intact = true;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t got;
+		memcpy(&got, w[i], sizeof got);
+		intact &= got == i;
+	}
+	CHECK("every object kept its contents", intact);
+	for (uint32_t i = 0; i < n; i++)
+		sm_free(w[i]);
+	CHECK("malloc_trim returns 1", sm_malloc_trim(0) == 1);
+	if (pools_on)
+		CHECK("the whole pool waits for reuse, none of it went to jemalloc",
+		      pool_free_bytes() >= _sm_pool_bytes);
+	/* Everything again, through the pools' free lists and jemalloc. */
+	for (uint32_t i = 0; i < n; i++)
+		w[i] = sm_malloc(64);
+	for (uint32_t i = 0; i < n; i++)
+		sm_free(w[i]);
+	sm_free(w);
+	CHECK("malloc_trim returns 1", sm_malloc_trim(0) == 1);
+	return print_test_summary();
+}
