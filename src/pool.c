@@ -37,6 +37,7 @@
  *     page-aligned slab), and malloc_usable_size.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 #include "internal.h"
@@ -49,6 +50,12 @@ struct pool {
 	bool mapped;           //! the pool's pages are PROT_READ | PROT_WRITE
 	struct sm_node *free;  //! freed pool objects, LIFO, linked through them
 	uint32_t nfree;
+	/* Whether the pool may have an object: written under pool_lock, read
+	 * without it, so that a class past its pool (every refill of a busy
+	 * program) does not take the lock. A stale false leaves a freed pool
+	 * object on the list until a later refill; a stale true costs one
+	 * lock. */
+	_Atomic bool may_have;
 };
 
 static struct pool pools[SM_NUM_CLASSES];
@@ -57,8 +64,17 @@ static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 void _sm_pool_init(uintptr_t base, uintptr_t bytes)
 {
 	_sm_pool_bytes = bytes;
-	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		pools[cls].start = base + (uintptr_t)cls * SM_SLOT_SIZE;
+		atomic_store_explicit(&pools[cls].may_have, bytes >= _sm_class_size[cls],
+		                      memory_order_relaxed);
+	}
+}
+
+static void update_hint(struct pool *p, uintptr_t size)
+{
+	atomic_store_explicit(&p->may_have, p->free || p->carved + size <= _sm_pool_bytes,
+	                      memory_order_relaxed);
 }
 
 /* Up to n objects of class cls: freed ones first, then new ones carved
@@ -67,9 +83,9 @@ void _sm_pool_init(uintptr_t base, uintptr_t bytes)
  * is written into a carved object; a reused one carried the list link. */
 uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out)
 {
-	if (!_sm_pool_bytes)
-		return 0;
 	struct pool *p = &pools[cls];
+	if (!atomic_load_explicit(&p->may_have, memory_order_relaxed))
+		return 0;
 	const uintptr_t size = _sm_class_size[cls];
 	uint32_t got = 0;
 	pthread_mutex_lock(&pool_lock);
@@ -97,6 +113,7 @@ uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out)
 			p->carved += size;
 		}
 	}
+	update_hint(p, size);
 	pthread_mutex_unlock(&pool_lock);
 	return got;
 }
@@ -116,6 +133,7 @@ void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n)
 		p->free = node;
 	}
 	p->nfree += n;
+	update_hint(p, _sm_class_size[cls]);
 	pthread_mutex_unlock(&pool_lock);
 }
 
