@@ -384,7 +384,7 @@ bool _sm_backend_init(void)
 	uintptr_t pool = ((uintptr_t)_sm_options.pool_bytes + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1);
 	if (pool > SM_SLOT_SIZE / 4)
 		pool = SM_SLOT_SIZE / 4;
-	_sm_pool_init(base, pool);
+	pool = _sm_pool_init(base, pool);
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		uintptr_t start = base + (uintptr_t)cls * SM_SLOT_SIZE;
 		range_init(&class_range[cls], start + pool, start + SM_SLOT_SIZE);

@@ -252,13 +252,15 @@ void _sm_refiller_fork_child(struct sm_cache *mine) sm_hidden;
 
 // "pool.c": the first bytes of every class slot, carved by sigmalloc itself
 // before the class gets a jemalloc arena. Callers: backend.c (and fork).
-extern uintptr_t _sm_pool_bytes sm_hidden; /* bytes per class pool; fixed at init */
+extern uintptr_t _sm_pool_bytes sm_hidden; /* the span at the start of each class slot that
+                                             holds its pool; fixed at init */
 /* p, a class object (slot below SM_NUM_CLASSES), was carved from its pool. */
 static inline bool _sm_pool_holds(const void *p)
 {
 	return (((uintptr_t)p - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
 }
-void _sm_pool_init(uintptr_t base, uintptr_t bytes) sm_hidden;
+/* Sets the pools up, each carving `bytes`; returns the span they keep. */
+uintptr_t _sm_pool_init(uintptr_t base, uintptr_t bytes) sm_hidden;
 uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out) sm_hidden;
 void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n) sm_hidden;
 void _sm_pool_usage(uint32_t cls, uint64_t *carved, uint64_t *free_objects) sm_hidden;

@@ -38,18 +38,34 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "internal.h"
 
-uintptr_t _sm_pool_bytes;
+uintptr_t _sm_pool_bytes;     /* the span each slot keeps for its pool */
+static uintptr_t pool_capacity; /* what one pool carves: the span less the colouring */
+
+/* Cache colouring. Every slot starts at a multiple of the slot size, so
+ * without it every pool's object k would sit at the same address bits as
+ * every other pool's, and the hot objects of all classes would compete for
+ * the same sets of the L2 cache (indexed by address bits 6-15 on the Zen 5
+ * of docs/PERFORMANCE.md). Pool c starts (c mod 16) pages into its span:
+ * whole pages, so that a power-of-two class stays aligned to its size. */
+#define POOL_COLOURS 16u
 
 struct pool {
 	uintptr_t start;       //! slot start; written once at init
 	uintptr_t carved;      //! bytes of the pool handed out so far (never shrinks)
 	bool mapped;           //! the pool's pages are PROT_READ | PROT_WRITE
-	struct sm_node *free;  //! freed pool objects, LIFO, linked through them
+	/* Freed pool objects, LIFO: an array of pointers, as a bucket is, so
+	 * that neither a free nor a refill reads or writes an object (a list
+	 * linked through them made every refill a chain of cache misses, one
+	 * object after another). Room for every object the pool can carve:
+	 * more on it is a second free of one of them (pool_overflow). */
+	void **free;
 	uint32_t nfree;
+	uint32_t room;         //! pool_capacity / the class size
 	/* Whether the pool may have an object: written under pool_lock, read
 	 * without it, so that a class past its pool (every refill of a busy
 	 * program) does not take the lock. A stale false leaves a freed pool
@@ -61,26 +77,48 @@ struct pool {
 static struct pool pools[SM_NUM_CLASSES];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void _sm_pool_init(uintptr_t base, uintptr_t bytes)
+uintptr_t _sm_pool_init(uintptr_t base, uintptr_t bytes)
 {
-	_sm_pool_bytes = bytes;
+	/* The free arrays, in one private mapping (MAP_NORESERVE: a page is
+	 * charged and touched only when a list grows into it): 210 KiB of
+	 * address space at the default 128 KiB per pool. */
+	size_t array_bytes = 0;
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
+		array_bytes += (bytes / _sm_class_size[cls]) * sizeof(void *);
+	void **arrays = NULL;
+	if (bytes) {
+		void *m = mmap(NULL, array_bytes, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (m == MAP_FAILED)
+			bytes = 0; /* no pools: every class uses jemalloc from the start */
+		else
+			arrays = m;
+	}
+	pool_capacity = bytes;
+	_sm_pool_bytes = bytes ? bytes + (POOL_COLOURS - 1) * SM_PAGE : 0;
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		pools[cls].start = base + (uintptr_t)cls * SM_SLOT_SIZE;
+		pools[cls].room = (uint32_t)(bytes / _sm_class_size[cls]);
+		pools[cls].free = arrays;
+		if (arrays)
+			arrays += pools[cls].room;
+		pools[cls].start = base + (uintptr_t)cls * SM_SLOT_SIZE +
+		                   (uintptr_t)(cls % POOL_COLOURS) * SM_PAGE;
 		atomic_store_explicit(&pools[cls].may_have, bytes >= _sm_class_size[cls],
 		                      memory_order_relaxed);
 	}
+	return _sm_pool_bytes;
 }
 
 static void update_hint(struct pool *p, uintptr_t size)
 {
-	atomic_store_explicit(&p->may_have, p->free || p->carved + size <= _sm_pool_bytes,
+	atomic_store_explicit(&p->may_have, p->nfree || p->carved + size <= pool_capacity,
 	                      memory_order_relaxed);
 }
 
 /* Up to n objects of class cls: freed ones first, then new ones carved
  * from the pool (ascending addresses). Returns how many: fewer than n once
  * the pool is used up, and the caller asks jemalloc for the rest. Nothing
- * is written into a carved object; a reused one carried the list link. */
+ * is read or written in any object. */
 uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out)
 {
 	struct pool *p = &pools[cls];
@@ -89,26 +127,24 @@ uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out)
 	const uintptr_t size = _sm_class_size[cls];
 	uint32_t got = 0;
 	pthread_mutex_lock(&pool_lock);
-	while (got < n && p->free) {
-		struct sm_node *node = p->free;
-		sm_unpoison(node);
-		p->free = node->next;
-		p->nfree--;
-		out[got++] = node;
+	if (p->nfree) {
+		got = n < p->nfree ? n : p->nfree;
+		p->nfree -= got;
+		memcpy(out, p->free + p->nfree, sizeof(void *) * got);
 	}
-	if (got < n && p->carved + size <= _sm_pool_bytes) {
+	if (got < n && p->carved + size <= pool_capacity) {
 		if (!p->mapped) {
 			/* The whole pool at once: one mprotect, one mapping. The
 			 * reservation is MAP_NORESERVE, so this charges no commit
 			 * and touches no page. */
-			p->mapped = mprotect((void *)p->start, _sm_pool_bytes,
+			p->mapped = mprotect((void *)p->start, pool_capacity,
 			                     PROT_READ | PROT_WRITE) == 0;
 			if (!p->mapped)
-				p->carved = _sm_pool_bytes; /* no pool: jemalloc serves cls */
+				p->carved = pool_capacity; /* no pool: jemalloc serves cls */
 		}
 		if (p->mapped && !p->carved) /* a new class: its handlers get a */
 			_sm_global_reserve_want(cls); /* process-wide reserve, as with an arena */
-		while (p->mapped && got < n && p->carved + size <= _sm_pool_bytes) {
+		while (p->mapped && got < n && p->carved + size <= pool_capacity) {
 			out[got++] = (void *)(p->start + p->carved);
 			p->carved += size;
 		}
@@ -118,21 +154,30 @@ uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out)
 	return got;
 }
 
-/* Takes back n pool objects of class cls (each _sm_pool_holds). They may
- * be poisoned (ASan builds): each is unpoisoned to write its link and
- * poisoned again. */
+static sm_noinline sm_cold void pool_overflow(uint32_t cls, void *p)
+{
+	_sm_fatal("sigmalloc: free(): double free of %p (class %u pool holds it twice)\n", p,
+	          (unsigned)_sm_class_size[cls]);
+}
+
+/* Takes back n pool objects of class cls (each _sm_pool_holds). Nothing
+ * is read or written in them; an ASan build unpoisons them (shadow only),
+ * as it does a block it returns to jemalloc, since a refill may write a
+ * list link into one (the chains of the stock and the reserves). */
 void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n)
 {
 	struct pool *p = &pools[cls];
 	pthread_mutex_lock(&pool_lock);
-	for (uint32_t i = 0; i < n; i++) {
-		struct sm_node *node = objs[i];
-		sm_unpoison(node);
-		node->next = p->free;
-		sm_poison(node);
-		p->free = node;
+	if (sm_unlikely(n > p->room - p->nfree)) {
+		void *dup = objs[0];
+		pthread_mutex_unlock(&pool_lock);
+		pool_overflow(cls, dup);
+		return;
 	}
+	memcpy(p->free + p->nfree, objs, sizeof(void *) * n);
 	p->nfree += n;
+	for (uint32_t i = 0; SM_ASAN && i < n; i++)
+		sm_unpoison(objs[i]);
 	update_hint(p, _sm_class_size[cls]);
 	pthread_mutex_unlock(&pool_lock);
 }
