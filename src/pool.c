@@ -139,12 +139,15 @@ uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out)
 			 * and touches no page. */
 			p->mapped = mprotect((void *)p->start, pool_capacity,
 			                     PROT_READ | PROT_WRITE) == 0;
-			if (!p->mapped)
-				p->carved = pool_capacity; /* no pool: jemalloc serves cls */
+			if (!p->mapped) { /* no pool: jemalloc serves cls */
+				atomic_store_explicit(&p->may_have, false, memory_order_relaxed);
+				pthread_mutex_unlock(&pool_lock);
+				return got;
+			}
 		}
-		if (p->mapped && !p->carved) /* a new class: its handlers get a */
+		if (!p->carved) /* a new class: its handlers get a */
 			_sm_global_reserve_want(cls); /* process-wide reserve, as with an arena */
-		while (p->mapped && got < n && p->carved + size <= pool_capacity) {
+		while (got < n && p->carved + size <= pool_capacity) {
 			out[got++] = (void *)(p->start + p->carved);
 			p->carved += size;
 		}
