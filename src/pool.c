@@ -131,6 +131,10 @@ uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out)
 		got = n < p->nfree ? n : p->nfree;
 		p->nfree -= got;
 		memcpy(out, p->free + p->nfree, sizeof(void *) * got);
+		/* ASan: they waited poisoned; a refill may write a list link
+		 * into one (the chains of the stock and the reserves). */
+		for (uint32_t i = 0; SM_ASAN && i < got; i++)
+			sm_unpoison(out[i]);
 	}
 	if (got < n && p->carved + size <= pool_capacity) {
 		if (!p->mapped) {
@@ -159,14 +163,13 @@ uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out)
 
 static sm_noinline sm_cold void pool_overflow(uint32_t cls, void *p)
 {
-	_sm_fatal("sigmalloc: free(): double free of %p (class %u pool holds it twice)\n", p,
-	          (unsigned)_sm_class_size[cls]);
+	_sm_fatal("sigmalloc: free(): double free: the %u-byte pool is handed back more blocks than "
+	          "it carved (one of them %p)\n", (unsigned)_sm_class_size[cls], p);
 }
 
 /* Takes back n pool objects of class cls (each _sm_pool_holds). Nothing
- * is read or written in them; an ASan build unpoisons them (shadow only),
- * as it does a block it returns to jemalloc, since a refill may write a
- * list link into one (the chains of the stock and the reserves). */
+ * is read or written in them; in an ASan build they wait poisoned, so that
+ * a use after free of one is caught there too. */
 void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n)
 {
 	struct pool *p = &pools[cls];
@@ -180,7 +183,7 @@ void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n)
 	memcpy(p->free + p->nfree, objs, sizeof(void *) * n);
 	p->nfree += n;
 	for (uint32_t i = 0; SM_ASAN && i < n; i++)
-		sm_unpoison(objs[i]);
+		sm_poison(objs[i]);
 	update_hint(p, _sm_class_size[cls]);
 	pthread_mutex_unlock(&pool_lock);
 }
