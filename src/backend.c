@@ -380,14 +380,16 @@ bool _sm_backend_init(void)
 		return false;
 	}
 	/* Each class slot starts with its pool (pool.c); jemalloc's extents
-	 * come after it. Whole pages, at most a quarter of the slot. */
+	 * come after its span, both shifted by the class's page colour
+	 * (internal.h). The pool: whole pages, at most a quarter of the slot. */
 	uintptr_t pool = ((uintptr_t)_sm_options.pool_bytes + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1);
 	if (pool > SM_SLOT_SIZE / 4)
 		pool = SM_SLOT_SIZE / 4;
 	pool = _sm_pool_init(base, pool);
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		uintptr_t start = base + (uintptr_t)cls * SM_SLOT_SIZE;
-		range_init(&class_range[cls], start + pool, start + SM_SLOT_SIZE);
+		range_init(&class_range[cls], start + pool + _sm_slot_colour(cls),
+		           start + SM_SLOT_SIZE);
 	}
 	uintptr_t large_start = base + (uintptr_t)SM_LARGE_FIRST_SLOT * SM_SLOT_SIZE;
 	uintptr_t large_end = large_start + (uintptr_t)large_slots * SM_SLOT_SIZE;

@@ -10,8 +10,9 @@
  * most classes; served from pools, it creates no class arena at all, and
  * forks as a jemalloc program with one more arena (the large one) does.
  *
- *   slot c:  | pool: objects of class c, carved here | jemalloc's extents |
- *            ^ slot start                           ^ + _sm_pool_bytes
+ *   slot c:  | colour | pool: objects of class c | ... | colour | jemalloc's extents |
+ *            ^ slot start                             ^ + _sm_pool_bytes (the span)
+ *   (colour: _sm_slot_colour(c), internal.h)
  *
  * Who calls in: backend.c only, on the paths that call jemalloc (the owner
  * at depth 1, the refill thread, thread exit, fork), never a nested
@@ -44,15 +45,8 @@
 #include "internal.h"
 
 uintptr_t _sm_pool_bytes;     /* the span each slot keeps for its pool */
-static uintptr_t pool_capacity; /* what one pool carves: the span less the colouring */
-
-/* Cache colouring. Every slot starts at a multiple of the slot size, so
- * without it every pool's object k would sit at the same address bits as
- * every other pool's, and the hot objects of all classes would compete for
- * the same sets of the L2 cache (indexed by address bits 6-15 on the Zen 5
- * of docs/PERFORMANCE.md). Pool c starts (c mod 16) pages into its span:
- * whole pages, so that a power-of-two class stays aligned to its size. */
-#define POOL_COLOURS 16u
+static uintptr_t pool_capacity; /* what one pool carves: the span less the colouring
+                                   (_sm_slot_colour, internal.h) */
 
 struct pool {
 	uintptr_t start;       //! slot start; written once at init
@@ -95,14 +89,14 @@ uintptr_t _sm_pool_init(uintptr_t base, uintptr_t bytes)
 			arrays = m;
 	}
 	pool_capacity = bytes;
-	_sm_pool_bytes = bytes ? bytes + (POOL_COLOURS - 1) * SM_PAGE : 0;
+	_sm_pool_bytes = bytes ? bytes + SM_COLOUR_PAGES * SM_PAGE : 0;
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		pools[cls].room = (uint32_t)(bytes / _sm_class_size[cls]);
 		pools[cls].free = arrays;
 		if (arrays)
 			arrays += pools[cls].room;
 		pools[cls].start = base + (uintptr_t)cls * SM_SLOT_SIZE +
-		                   (uintptr_t)(cls % POOL_COLOURS) * SM_PAGE;
+		                   _sm_slot_colour(cls);
 		atomic_store_explicit(&pools[cls].may_have, bytes >= _sm_class_size[cls],
 		                      memory_order_relaxed);
 	}
