@@ -255,14 +255,14 @@ static sm_noinline void free_other(void *p)
  * The API
  * ---------------------------------------------------------------------- */
 
-__attribute__((hot)) void *sm_malloc(size_t size)
+__attribute__((hot, aligned(64))) void *sm_malloc(size_t size)
 {
 	if (sm_likely(size <= SM_MAX_SMALL))
 		return alloc_class(class_of_size(size), 0);
 	return alloc_large(size, 0, false);
 }
 
-__attribute__((hot)) void sm_free(void *p)
+__attribute__((hot, aligned(64))) void sm_free(void *p)
 {
 	uintptr_t slot = ((uintptr_t)p - _sm_thread.base) >> SM_SLOT_SHIFT;
 	if (sm_likely(slot < SM_NUM_CLASSES)) {
