@@ -379,13 +379,10 @@ bool _sm_backend_init(void)
 		_sm_message("sigmalloc: cannot reserve address space; every allocation fails\n");
 		return false;
 	}
-	/* Each class slot starts with its pool (pool.c); jemalloc's extents
-	 * come after its span, both shifted by the class's page colour
-	 * (internal.h). The pool: whole pages, at most a quarter of the slot. */
-	uintptr_t pool = ((uintptr_t)_sm_options.pool_bytes + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1);
-	if (pool > SM_SLOT_SIZE / 4)
-		pool = SM_SLOT_SIZE / 4;
-	pool = _sm_pool_init(base, pool);
+	/* Each class slot starts with its pool's span (pool.c); jemalloc's
+	 * extents come after it, shifted by the class's page colour
+	 * (internal.h). */
+	const uintptr_t pool = _sm_pool_init(base);
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		uintptr_t start = base + (uintptr_t)cls * SM_SLOT_SIZE;
 		range_init(&class_range[cls], start + pool + _sm_slot_colour(cls),
@@ -454,9 +451,8 @@ static inline int tcache_flag(int tc)
  * blocks are not reused by this thread's next refill, which draws from its
  * explicit tcache; so only the owner's trims, a thread freeing more than it
  * keeps, name it (refill.c, _sm_bucket_trim_to), not the refill thread,
- * which frees and allocates for others in turn. A wave of 200,000 frees of
- * 64 B (docs/measure/wave.c) took 10.7-13.0 ns per block this way against
- * 14.0-15.1 through the explicit tcache, jemalloc alone 7.2-7.7. */
+ * which frees and allocates for others in turn. What it saves: docs/
+ * PERFORMANCE.md, "Refill cost". */
 static inline int free_flags(int tc)
 {
 	return tc == SM_TCACHE_THREAD ? 0 : tcache_flag(tc);

@@ -275,11 +275,12 @@ static inline bool _sm_pool_holds(const void *p)
 {
 	return (((uintptr_t)p - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
 }
-/* Sets the pools up, each carving `bytes`; returns the span they keep. */
-uintptr_t _sm_pool_init(uintptr_t base, uintptr_t bytes) sm_hidden;
+/* Sets the pools up from SIGMALLOC_POOL; returns the span each slot keeps. */
+uintptr_t _sm_pool_init(uintptr_t base) sm_hidden;
 uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out) sm_hidden;
 void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n) sm_hidden;
-void _sm_pool_usage(uint32_t cls, uint64_t *carved, uint64_t *free_objects) sm_hidden;
+/* Bytes carved from all pools, and of those the bytes waiting on their lists. */
+void _sm_pool_totals(uint64_t *carved, uint64_t *free_bytes) sm_hidden;
 void _sm_pool_fork_prepare(void) sm_hidden;
 void _sm_pool_fork_parent(void) sm_hidden;
 void _sm_pool_fork_child(void) sm_hidden;

@@ -29,13 +29,13 @@
  *   - pool memory is never returned to the system: a freed pool object
  *     waits on its pool's free list for the next refill of its class, which
  *     takes it before new ones are carved and before jemalloc. So a class
- *     holds at most _sm_pool_bytes it does not use (28 classes, 3.5 MiB at
+ *     holds at most its pool's capacity unused (28 classes, 3.5 MiB at
  *     the default 128 KiB, all of it only if every class once used its
  *     whole pool and then freed it all; docs/MEMORY.md).
  *   - pool objects are ordinary class objects everywhere else: same size,
- *     alignment (the slot start is aligned to the slot size, and objects lie
- *     at multiples of the class size from it, as jemalloc's lie from a
- *     page-aligned slab), and malloc_usable_size.
+ *     alignment (a pool starts a whole number of pages into its slot, and
+ *     objects lie at multiples of the class size from it, as jemalloc's lie
+ *     from a page-aligned slab), and malloc_usable_size.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -71,8 +71,18 @@ struct pool {
 static struct pool pools[SM_NUM_CLASSES];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
-uintptr_t _sm_pool_init(uintptr_t base, uintptr_t bytes)
+static void update_hint(struct pool *p, uintptr_t size)
 {
+	atomic_store_explicit(&p->may_have, p->nfree || p->carved + size <= pool_capacity,
+	                      memory_order_relaxed);
+}
+
+uintptr_t _sm_pool_init(uintptr_t base)
+{
+	/* Whole pages, at most a quarter of the slot. */
+	uintptr_t bytes = ((uintptr_t)_sm_options.pool_bytes + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1);
+	if (bytes > SM_SLOT_SIZE / 4)
+		bytes = SM_SLOT_SIZE / 4;
 	/* The free arrays, in one private mapping (MAP_NORESERVE: a page is
 	 * charged and touched only when a list grows into it): 210 KiB of
 	 * address space at the default 128 KiB per pool. */
@@ -97,16 +107,9 @@ uintptr_t _sm_pool_init(uintptr_t base, uintptr_t bytes)
 			arrays += pools[cls].room;
 		pools[cls].start = base + (uintptr_t)cls * SM_SLOT_SIZE +
 		                   _sm_slot_colour(cls);
-		atomic_store_explicit(&pools[cls].may_have, bytes >= _sm_class_size[cls],
-		                      memory_order_relaxed);
+		update_hint(&pools[cls], _sm_class_size[cls]);
 	}
 	return _sm_pool_bytes;
-}
-
-static void update_hint(struct pool *p, uintptr_t size)
-{
-	atomic_store_explicit(&p->may_have, p->nfree || p->carved + size <= pool_capacity,
-	                      memory_order_relaxed);
 }
 
 /* Up to n objects of class cls: freed ones first, then new ones carved
@@ -182,11 +185,14 @@ void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n)
 	pthread_mutex_unlock(&pool_lock);
 }
 
-void _sm_pool_usage(uint32_t cls, uint64_t *carved, uint64_t *free_objects)
+void _sm_pool_totals(uint64_t *carved, uint64_t *free_bytes)
 {
+	*carved = *free_bytes = 0;
 	pthread_mutex_lock(&pool_lock);
-	*carved = pools[cls].carved;
-	*free_objects = pools[cls].nfree;
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		*carved += pools[cls].carved;
+		*free_bytes += (uint64_t)pools[cls].nfree * _sm_class_size[cls];
+	}
 	pthread_mutex_unlock(&pool_lock);
 }
 

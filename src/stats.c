@@ -96,11 +96,8 @@ void sm_stats(struct sm_stats *out)
 			o->cached_objects += (uint64_t)held;
 		o->cached_bytes = o->cached_objects * o->size;
 		out->cached_bytes += o->cached_bytes;
-		uint64_t carved, free_objects;
-		_sm_pool_usage(cls, &carved, &free_objects);
-		out->pool_bytes += carved;
-		out->pool_free_bytes += free_objects * o->size;
 	}
+	_sm_pool_totals(&out->pool_bytes, &out->pool_free_bytes);
 	if (atomic_load_explicit(&_sm_initialized, memory_order_acquire) > 0) {
 		_sm_backend_read_u64("stats.allocated", &out->jemalloc_allocated);
 		_sm_backend_read_u64("stats.resident", &out->jemalloc_resident);

@@ -35,7 +35,8 @@
 /* ------------------------------------------------------------------------
  * Address layout: one reservation, slot i at _sm_base + i * 2^SM_SLOT_SHIFT.
  *
- *   slot 0 .. 27        classes 16 B .. 4 KiB, one jemalloc arena each
+ *   slot 0 .. 27        classes 16 B .. 4 KiB: each its pool (pool.c), then
+ *                       one jemalloc arena, both page-coloured (internal.h)
  *   slot 28 .. 31       unused (guard)
  *   slot 32 .. 32+L-1   large objects, SM_LARGE_ARENAS jemalloc arenas
  *                       sharing one bump range
