@@ -35,6 +35,8 @@
 #include "types.h"
 extern __thread struct sm_thread _sm_thread;
 void _sm_refiller_barrier(void); /* refiller.c: waits for the refill thread's work in progress */
+void _sm_refiller_fork_prepare(void); /* refiller.c: holds the refill thread's work lock */
+void _sm_refiller_fork_parent(void);
 void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, uint32_t n);
 void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep);           /* refill.c */
 struct sm_magazine *_sm_magazine_fill(uint32_t cls, void *const *objs, uint32_t n); /* magazine.c */
@@ -818,7 +820,7 @@ static uint64_t jemalloc_regions_64(void)
  * jemalloc through the thread's automatic tcache, jemalloc's fast free path
  * (backend.c, free_flags), and malloc_trim flushes that tcache too.
  * Flushing a tcache lowers curregs by what it held; the refill thread is
- * quiet after the barrier and only this thread's tcache is flushed. The
+ * held out while it is read and only this thread's tcache is flushed. The
  * trim is called directly, as the owner's free would (a free could also
  * hand its batch to the refill thread's outbox, depending on timing). */
 static void test_trims_use_thread_tcache(void)
@@ -846,9 +848,14 @@ static void test_trims_use_thread_tcache(void)
 		_sm_thread.depth = 0;
 		if (round == 1)
 			CHECK("malloc_trim returns 1", MALLOC_TRIM(0) == 1);
+		/* The refill thread may wake on its tick and refill or trim for
+		 * another cache, which moves curregs too: hold its work lock
+		 * (fork's prepare and parent) across the two reads. */
+		_sm_refiller_fork_prepare();
 		uint64_t before = jemalloc_regions_64();
 		mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
 		uint64_t after = jemalloc_regions_64();
+		_sm_refiller_fork_parent();
 		fprintf(stderr,
 		        "round %d: trimmed %llu; 64 B regions out %llu, after this thread's tcache "
 		        "flush %llu\n",
