@@ -668,6 +668,7 @@ void _sm_backend_purge(int tc)
 {
 	_sm_backend_tcache_flush(tc);
 	_sm_backend_tcache_flush(SM_TCACHE_THREAD); /* the owner's trims (free_flags) */
+	_sm_pool_trim();
 	char name[64];
 	_sm_format(name, sizeof name, "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
 	mallctl(name, NULL, NULL, NULL, 0);

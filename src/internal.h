@@ -281,6 +281,8 @@ uint32_t _sm_pool_alloc(uint32_t cls, uint32_t n, void **out) sm_hidden;
 void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n) sm_hidden;
 /* Bytes carved from all pools, and of those the bytes waiting on their lists. */
 void _sm_pool_totals(uint64_t *carved, uint64_t *free_bytes) sm_hidden;
+/* malloc_trim: gives back the pools' pages that hold only free objects. */
+void _sm_pool_trim(void) sm_hidden;
 void _sm_pool_fork_prepare(void) sm_hidden;
 void _sm_pool_fork_parent(void) sm_hidden;
 void _sm_pool_fork_child(void) sm_hidden;

@@ -26,12 +26,16 @@
  *   - jemalloc never sees a pool object: backend.c's two free functions
  *     route pool objects here, and jemalloc's class ranges start after the
  *     pool (backend.c, _sm_backend_init);
- *   - pool memory is never returned to the system: a freed pool object
- *     waits on its pool's free list for the next refill of its class, which
- *     takes it before new ones are carved and before jemalloc. So a class
- *     holds at most its pool's capacity unused (28 classes, 3.5 MiB at
- *     the default 128 KiB, all of it only if every class once used its
- *     whole pool and then freed it all; docs/MEMORY.md).
+ *   - a freed pool object waits on its pool's free list for the next
+ *     refill of its class, which takes it before new ones are carved and
+ *     before jemalloc. So a class holds at most its pool's capacity unused
+ *     (28 classes, 3.5 MiB at the default 128 KiB, all of it only if every
+ *     class once used its whole pool and then freed it all;
+ *     docs/MEMORY.md), until malloc_trim (_sm_pool_trim) gives back every
+ *     page that holds only free objects;
+ *   - nothing is kept in a waiting object: its page may be discarded;
+ *   - carved only moves down in _sm_pool_trim, by the objects at the top
+ *     of the pool that are all on the free list.
  *   - pool objects are ordinary class objects everywhere else: same size,
  *     alignment (a pool starts a whole number of pages into its slot, and
  *     objects lie at multiples of the class size from it, as jemalloc's lie
@@ -50,7 +54,7 @@ static uintptr_t pool_capacity; /* what one pool carves: the span less the colou
 
 struct pool {
 	uintptr_t start;       //! slot start; written once at init
-	uintptr_t carved;      //! bytes of the pool handed out so far (never shrinks)
+	uintptr_t carved;      //! bytes of the pool handed out so far (the carve mark)
 	bool mapped;           //! the pool's pages are PROT_READ | PROT_WRITE
 	/* Freed pool objects, LIFO: an array of pointers, as a bucket is, so
 	 * that neither a free nor a refill reads or writes an object (a list
@@ -164,6 +168,12 @@ static sm_noinline sm_cold void pool_overflow(uint32_t cls, void *p)
 	          "it carved (one of them %p)\n", (unsigned)_sm_class_size[cls], p);
 }
 
+static sm_noinline sm_cold void pool_never_carved(uint32_t cls, void *p)
+{
+	_sm_fatal("sigmalloc: free(): invalid pointer %p: the %u-byte pool never handed it out\n", p,
+	          (unsigned)_sm_class_size[cls]);
+}
+
 /* Takes back n pool objects of class cls (each _sm_pool_holds). Nothing
  * is read or written in them; in an ASan build they wait poisoned, so that
  * a use after free of one is caught there too. */
@@ -177,11 +187,103 @@ void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n)
 		pool_overflow(cls, dup);
 		return;
 	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (sm_unlikely((uintptr_t)objs[i] - p->start >= p->carved)) {
+			/* not carved, or uncarved by a trim since: never handed out */
+			void *bad = objs[i];
+			pthread_mutex_unlock(&pool_lock);
+			pool_never_carved(cls, bad);
+			return;
+		}
+	}
 	memcpy(p->free + p->nfree, objs, sizeof(void *) * n);
 	p->nfree += n;
 	for (uint32_t i = 0; SM_ASAN && i < n; i++)
 		sm_poison(objs[i]);
 	update_hint(p, _sm_class_size[cls]);
+	pthread_mutex_unlock(&pool_lock);
+}
+
+/* Sorts a[0..n) ascending in place. A heapsort: no recursion and no
+ * allocation (qsort may call malloc, and pool_lock is held). */
+static void sort_addresses(void **a, uint32_t n)
+{
+	for (uint32_t end = n, start = n / 2; end > 1;) {
+		if (start > 0) {
+			start--;
+		} else {
+			end--;
+			void *t = a[0];
+			a[0] = a[end];
+			a[end] = t;
+		}
+		for (uint32_t root = start;;) { /* sift a[root] down within a[0..end) */
+			uint32_t child = 2 * root + 1;
+			if (child >= end)
+				break;
+			if (child + 1 < end && a[child + 1] > a[child])
+				child++;
+			if (a[root] >= a[child])
+				break;
+			void *t = a[root];
+			a[root] = a[child];
+			a[child] = t;
+			root = child;
+		}
+	}
+}
+
+/* Gives back the pages of [lo, hi) that lie wholly inside it. */
+static void discard_pages(uintptr_t lo, uintptr_t hi)
+{
+	lo = (lo + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1);
+	hi &= ~(uintptr_t)(SM_PAGE - 1);
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* malloc_trim: returns to the system every page of a pool that holds only
+ * free objects. The free list is sorted by address, so that runs of
+ * adjacent free objects show; a run that reaches the carve mark is uncarved
+ * (the mark moves down and those objects leave the list: they will be
+ * carved again, in ascending order, before any page of them is touched),
+ * and the whole pages inside any other run are discarded with
+ * MADV_DONTNEED and read as zeros when the objects are reused (nothing is
+ * kept in a waiting object). Costs a sort of each list and one madvise per
+ * run that spans a page; only malloc_trim calls it. */
+void _sm_pool_trim(void)
+{
+	pthread_mutex_lock(&pool_lock);
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		struct pool *p = &pools[cls];
+		if (!p->nfree)
+			continue;
+		const uintptr_t size = _sm_class_size[cls];
+		sort_addresses(p->free, p->nfree);
+		/* The run that ends at the carve mark: uncarve it. Its pages
+		 * above the new mark are given back whole, up to the page that
+		 * holds the old mark (past it nothing was ever touched). */
+		uint32_t n = p->nfree;
+		while (n && (uintptr_t)p->free[n - 1] + size == p->start + p->carved) {
+			n--;
+			p->carved -= size;
+			sm_unpoison(p->free[n]); /* carved objects are handed out as they are */
+		}
+		if (n < p->nfree) {
+			uintptr_t top = p->start + p->carved + (p->nfree - n) * size;
+			discard_pages(p->start + p->carved, (top + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1));
+			p->nfree = n;
+		}
+		/* The other runs, lowest first. */
+		for (uint32_t i = 0; i < n;) {
+			uint32_t j = i + 1;
+			while (j < n && (uintptr_t)p->free[j] == (uintptr_t)p->free[j - 1] + size)
+				j++;
+			discard_pages((uintptr_t)p->free[i], (uintptr_t)p->free[j - 1] + size);
+			i = j;
+		}
+		update_hint(p, size);
+	}
 	pthread_mutex_unlock(&pool_lock);
 }
 

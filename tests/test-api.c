@@ -44,6 +44,7 @@ uint32_t _sm_magazine_capacity(uint32_t cls);
 bool _sm_backend_same_large_class(void *p, size_t size); /* backend.c */
 int32_t _sm_depot_held(uint32_t cls);                     /* depot.c */
 extern uintptr_t _sm_pool_bytes;                          /* pool.c */
+extern uintptr_t _sm_base;                                /* backend.c */
 size_t nallocx(size_t size, int flags);                   /* jemalloc */
 int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
@@ -674,6 +675,18 @@ static void free_twice_slow(void)
 	b->high_mark = (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
 	FREE(p);
 }
+
+/* A 64 B-aligned pointer in the 64 B class's pool span past all it ever
+ * carves: the free is taken (the hit path checks class and alignment
+ * only), and the trim that hands it to the pool aborts. */
+static void free_uncarved_pool(void)
+{
+	FREE(MALLOC(64));
+	if (!_sm_pool_bytes)
+		abort();
+	FREE((void *)(_sm_base + 3 * SM_SLOT_SIZE + _sm_pool_bytes - 64));
+	sm_malloc_trim(0);
+}
 #endif
 
 static void realloc_interior(void)
@@ -749,7 +762,14 @@ static void test_bucket_capacity(void)
 	      c->slow[cls].objects_trimmed - trimmed == n - (cap - before));
 	CHECK("the spliced objects are on top, the chain's first topmost",
 	      b->slots[cap - 1] == objs[0] && b->slots[before] == objs[cap - before - 1]);
-	FREE(objs[n]); /* the slow path: the array is full */
+	/* The slow path: the array is full. With the high mark below what
+	 * the trim leaves, the free would then hand its top batch on (with the
+	 * block just freed): earlier tests may have grown the mark (to 2048 of
+	 * 2144 slots in the sanitizer builds), so it is set here. */
+	const uint32_t high_mark = b->high_mark;
+	b->high_mark = cap - 1;
+	FREE(objs[n]);
+	b->high_mark = high_mark;
 	after = (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
 	CHECK("a free into a full bucket trims first", after < cap && b->slots[after - 1] == objs[n]);
 	/* Everything comes back out, once each: n distinct, writable blocks. */
@@ -992,6 +1012,13 @@ static void test_bad_free(void)
 	CHECK("... also when the second free takes the slow path",
 	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
 	      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0);
+	if (_sm_pool_bytes) {
+		st = in_child(free_uncarved_pool, err, sizeof err);
+		CHECK("a free in a pool's uncarved part aborts by malloc_trim, naming the pointer",
+		      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+		      strncmp(err, "sigmalloc: free(): invalid pointer 0x", 37) == 0 &&
+		      strchr(err, '\n') == err + strlen(err) - 1);
+	}
 #endif
 	st = in_child(realloc_interior, err, sizeof err);
 	CHECK("realloc(p + 32) of a 256-byte block aborts with a sigmalloc: message",

@@ -10,6 +10,7 @@
  * thread's. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "sigmalloc.h"
 #include "testhelper.h"
@@ -38,6 +39,30 @@ static uint64_t pool_free_bytes(void)
 	struct sm_stats st;
 	sm_stats(&st);
 	return st.pool_free_bytes;
+}
+
+static uint64_t pool_carved_bytes(void)
+{
+	struct sm_stats st;
+	sm_stats(&st);
+	return st.pool_bytes;
+}
+
+/* Resident pages of class cls's pool span (mincore). */
+static long pool_resident_pages(uint32_t cls)
+{
+	if (!_sm_pool_bytes)
+		return 0;
+	const size_t pages = _sm_pool_bytes / 4096;
+	unsigned char *vec = sm_malloc(pages);
+	long n = -1;
+	if (vec && mincore((void *)(_sm_base + (uintptr_t)cls * SM_SLOT_SIZE), _sm_pool_bytes, vec) == 0) {
+		n = 0;
+		for (size_t i = 0; i < pages; i++)
+			n += vec[i] & 1;
+	}
+	sm_free(vec);
+	return n;
 }
 
 /* Few enough that the largest class's pool (32 objects of 4 KiB) holds
@@ -87,18 +112,32 @@ int main(void)
 			sm_free(v[c][i]);
 		}
 	CHECK("every object kept its contents", intact);
+	if (pools_on) {
+		/* Before a trim, freed objects wait in the thread's cache or on
+		 * their pool's list; a new one comes from either. */
+		void *again = sm_malloc(64);
+		CHECK("a freed pool object is reused", in_pool(again));
+		sm_free(again);
+	}
+	const uint64_t carved_before = pool_carved_bytes();
 	CHECK("malloc_trim returns 1", sm_malloc_trim(0) == 1);
 	if (pools_on) {
-		uint64_t waiting = pool_free_bytes();
-		fprintf(stderr, "after malloc_trim: %llu B wait in the pools\n",
-		        (unsigned long long)waiting);
-		CHECK("malloc_trim returns pool objects to their pools", waiting > 0);
+		/* Every object is free: the trim uncarves each pool down to what
+		 * the nested reserves hold (they keep a few of some classes). */
+		fprintf(stderr, "malloc_trim: %llu B carved before, %llu B after, %llu B wait\n",
+		        (unsigned long long)carved_before, (unsigned long long)pool_carved_bytes(),
+		        (unsigned long long)pool_free_bytes());
+		CHECK("malloc_trim uncarves the pools' free tops",
+		      pool_carved_bytes() < carved_before / 2 && pool_free_bytes() < carved_before / 2);
 		void *again = sm_malloc(64);
-		CHECK("a freed pool object is reused", in_pool(again) && pool_free_bytes() < waiting);
+		CHECK("the pool carves again after a trim", in_pool(again));
 		sm_free(again);
 	}
 
 	BANNER("a class that outgrows its pool");
+	uint32_t c64 = 0;
+	while (_sm_class_size[c64] != 64)
+		c64++;
 	const uint32_t n = (uint32_t)(POOL / 64) + 5000;
 	void **w = sm_malloc(sizeof(void *) * n);
 	uint32_t pooled = 0;
@@ -122,13 +161,74 @@ int main(void)
 	CHECK("every object kept its contents", intact);
 	for (uint32_t i = 0; i < n; i++)
 		sm_free(w[i]);
+	const long resident_full = pool_resident_pages(c64);
 	CHECK("malloc_trim returns 1", sm_malloc_trim(0) == 1);
+	const long resident_trimmed = pool_resident_pages(c64);
+	fprintf(stderr, "64 B pool: %ld pages resident before the trim, %ld after\n", resident_full,
+	        resident_trimmed);
 	if (pools_on)
-		CHECK("the whole pool waits for reuse, none of it went to jemalloc",
-		      pool_free_bytes() >= POOL);
-	/* Everything again, through the pools' free lists and jemalloc. */
-	for (uint32_t i = 0; i < n; i++)
+		CHECK("the trim gives back the freed pool's pages (none of it went to jemalloc)",
+		      resident_full >= POOL / 4096 && resident_trimmed <= 2);
+	/* Everything again, through the pools and jemalloc. */
+	pooled = 0;
+	for (uint32_t i = 0; i < n; i++) {
 		w[i] = sm_malloc(64);
+		memset(w[i], 1, 64);
+		pooled += in_pool(w[i]);
+	}
+	if (pools_on)
+		CHECK("after the trim the pool serves its objects again", pooled + 64 >= pool_objects);
+
+	BANNER("a pool with holes");
+	/* Free all of the pool's objects but one in every 4 pages: the pages
+	 * between the survivors hold only free objects and go back; the
+	 * survivors' pages stay, with their contents. */
+	uint32_t kept = 0, freed = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uintptr_t page = ((uintptr_t)w[i] - _sm_base) / 4096;
+		if (in_pool(w[i]) && page % 4 == 0 && ((uintptr_t)w[i] & 4095) == 0) {
+			memset(w[i], 0x5a, 64);
+			kept++;
+		} else {
+			sm_free(w[i]);
+			w[i] = NULL;
+			freed++;
+		}
+	}
+	const long resident_holes = pool_resident_pages(c64);
+	sm_malloc_trim(0);
+	const long resident_after = pool_resident_pages(c64);
+	fprintf(stderr, "%u kept, %u freed; 64 B pool: %ld pages resident before the trim, %ld after\n",
+	        kept, freed, resident_holes, resident_after);
+	intact = true;
+	for (uint32_t i = 0; i < n; i++)
+		if (w[i])
+			for (int k = 0; k < 64; k++)
+				intact &= ((unsigned char *)w[i])[k] == 0x5a;
+	CHECK("the survivors kept their contents", intact);
+	if (pools_on) {
+		CHECK("one survivor in every 4 pages", kept >= POOL / 4096 / 4 - 1);
+		CHECK("the pages between survivors go back",
+		      resident_holes >= POOL / 4096 && resident_after <= (long)kept + 2);
+	}
+	/* The discarded objects serve again: as many come from the pool as
+	 * were freed to it (less what the cache keeps back). */
+	uint32_t repooled = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (!w[i]) {
+			w[i] = sm_malloc(64);
+			memcpy(w[i], &i, sizeof i);
+			repooled += in_pool(w[i]);
+		}
+	intact = true;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t got;
+		memcpy(&got, w[i], sizeof got);
+		intact &= got == i || got == 0x5a5a5a5au; /* a new object, or a survivor */
+	}
+	CHECK("every object holds what was written to it", intact);
+	if (pools_on)
+		CHECK("the discarded objects serve again", repooled + kept + 64 >= pool_objects);
 	for (uint32_t i = 0; i < n; i++)
 		sm_free(w[i]);
 	sm_free(w);
