@@ -64,6 +64,7 @@ struct pool {
 	void **free;
 	uint32_t nfree;
 	uint32_t room;         //! pool_capacity / the class size
+	uint64_t *marks;       //! room bits, clear but inside _sm_pool_trim
 	/* Whether the pool may have an object: written under pool_lock, read
 	 * without it, so that a class past its pool (every refill of a busy
 	 * program) does not take the lock. A stale false leaves a freed pool
@@ -87,31 +88,36 @@ uintptr_t _sm_pool_init(uintptr_t base)
 	uintptr_t bytes = ((uintptr_t)_sm_options.pool_bytes + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1);
 	if (bytes > SM_SLOT_SIZE / 4)
 		bytes = SM_SLOT_SIZE / 4;
-	/* The free arrays, in one private mapping (MAP_NORESERVE: a page is
-	 * charged and touched only when a list grows into it): 210 KiB of
-	 * address space at the default 128 KiB per pool. */
-	size_t array_bytes = 0;
-	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
-		array_bytes += (bytes / _sm_class_size[cls]) * sizeof(void *);
-	void **arrays = NULL;
+	/* The free arrays and the trim's bitmaps (a pointer and a bit per
+	 * object), in one private mapping (MAP_NORESERVE: a page is charged
+	 * and touched only when a list grows into it or a trim marks it):
+	 * 213 KiB of address space at the default 128 KiB per pool. */
+	size_t words = 0; /* 8-byte words: pointers, then bitmap words */
+	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
+		size_t room = bytes / _sm_class_size[cls];
+		words += room + (room + 63) / 64;
+	}
+	uint64_t *area = NULL;
 	if (bytes) {
-		void *m = mmap(NULL, array_bytes, PROT_READ | PROT_WRITE,
+		void *m = mmap(NULL, words * sizeof(uint64_t), PROT_READ | PROT_WRITE,
 		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (m == MAP_FAILED)
 			bytes = 0; /* no pools: every class uses jemalloc from the start */
 		else
-			arrays = m;
+			area = m;
 	}
 	pool_capacity = bytes;
 	_sm_pool_bytes = bytes ? bytes + SM_COLOUR_PAGES * SM_PAGE : 0;
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		pools[cls].room = (uint32_t)(bytes / _sm_class_size[cls]);
-		pools[cls].free = arrays;
-		if (arrays)
-			arrays += pools[cls].room;
-		pools[cls].start = base + (uintptr_t)cls * SM_SLOT_SIZE +
-		                   _sm_slot_colour(cls);
-		update_hint(&pools[cls], _sm_class_size[cls]);
+		struct pool *p = &pools[cls];
+		p->room = (uint32_t)(bytes / _sm_class_size[cls]);
+		if (area) {
+			p->free = (void **)area;
+			p->marks = area + p->room;
+			area += p->room + (p->room + 63) / 64;
+		}
+		p->start = base + (uintptr_t)cls * SM_SLOT_SIZE + _sm_slot_colour(cls);
+		update_hint(p, _sm_class_size[cls]);
 	}
 	return _sm_pool_bytes;
 }
@@ -204,35 +210,6 @@ void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n)
 	pthread_mutex_unlock(&pool_lock);
 }
 
-/* Sorts a[0..n) ascending in place. A heapsort: no recursion and no
- * allocation (qsort may call malloc, and pool_lock is held). */
-static void sort_addresses(void **a, uint32_t n)
-{
-	for (uint32_t end = n, start = n / 2; end > 1;) {
-		if (start > 0) {
-			start--;
-		} else {
-			end--;
-			void *t = a[0];
-			a[0] = a[end];
-			a[end] = t;
-		}
-		for (uint32_t root = start;;) { /* sift a[root] down within a[0..end) */
-			uint32_t child = 2 * root + 1;
-			if (child >= end)
-				break;
-			if (child + 1 < end && a[child + 1] > a[child])
-				child++;
-			if (a[root] >= a[child])
-				break;
-			void *t = a[root];
-			a[root] = a[child];
-			a[child] = t;
-			root = child;
-		}
-	}
-}
-
 /* Gives back the pages of [lo, hi) that lie wholly inside it. */
 static void discard_pages(uintptr_t lo, uintptr_t hi)
 {
@@ -242,15 +219,30 @@ static void discard_pages(uintptr_t lo, uintptr_t hi)
 		madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
+static sm_noinline sm_cold void pool_double_free(uint32_t cls, void *p)
+{
+	_sm_fatal("sigmalloc: free(): double free of %p (found by malloc_trim in the %u-byte pool)\n",
+	          p, (unsigned)_sm_class_size[cls]);
+}
+
 /* malloc_trim: returns to the system every page of a pool that holds only
- * free objects. The free list is sorted by address, so that runs of
- * adjacent free objects show; a run that reaches the carve mark is uncarved
- * (the mark moves down and those objects leave the list: they will be
- * carved again, in ascending order, before any page of them is touched),
- * and the whole pages inside any other run are discarded with
- * MADV_DONTNEED and read as zeros when the objects are reused (nothing is
- * kept in a waiting object). Costs a sort of each list and one madvise per
- * run that spans a page; only malloc_trim calls it. */
+ * free objects. Each pool's free list is marked in its bitmap (one bit per
+ * object the pool can carve: a counting sort by address, no allocation
+ * under pool_lock, and a bit found set is a second free of that object);
+ * then, from the marks:
+ *   - the run of free objects that ends at the carve mark is uncarved (the
+ *     mark moves down and those objects leave the list: they are carved
+ *     again, in ascending order, before any of their pages is touched), and
+ *     its pages up to the old mark are discarded;
+ *   - the whole pages inside any other run of free objects are discarded
+ *     (MADV_DONTNEED: they read as zeros when the objects are reused, and
+ *     nothing is kept in a waiting object);
+ *   - the list is rebuilt in descending order, so that the next refills
+ *     take the lowest objects first and the free ones gather at the top
+ *     for the next trim.
+ * Costs a pass over each list and bitmap, and one madvise per run that
+ * spans a page (docs/MEMORY.md); only malloc_trim calls it. The bitmaps
+ * are all clear outside this function. */
 void _sm_pool_trim(void)
 {
 	pthread_mutex_lock(&pool_lock);
@@ -259,29 +251,54 @@ void _sm_pool_trim(void)
 		if (!p->nfree)
 			continue;
 		const uintptr_t size = _sm_class_size[cls];
-		sort_addresses(p->free, p->nfree);
-		/* The run that ends at the carve mark: uncarve it. Its pages
-		 * above the new mark are given back whole, up to the page that
-		 * holds the old mark (past it nothing was ever touched). */
-		uint32_t n = p->nfree;
-		while (n && (uintptr_t)p->free[n - 1] + size == p->start + p->carved) {
-			n--;
-			p->carved -= size;
-			sm_unpoison(p->free[n]); /* carved objects are handed out as they are */
+		uint64_t *marks = p->marks;
+		for (uint32_t i = 0; i < p->nfree; i++) {
+			uint32_t k = (uint32_t)(((uintptr_t)p->free[i] - p->start) / size);
+			if (marks[k / 64] & (1ull << (k % 64))) {
+				void *dup = p->free[i];
+				pthread_mutex_unlock(&pool_lock);
+				pool_double_free(cls, dup);
+				return;
+			}
+			marks[k / 64] |= 1ull << (k % 64);
 		}
-		if (n < p->nfree) {
-			uintptr_t top = p->start + p->carved + (p->nfree - n) * size;
-			discard_pages(p->start + p->carved, (top + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1));
-			p->nfree = n;
+		/* The free run at the carve mark. */
+		const uintptr_t old_top = p->start + p->carved;
+		uint32_t top = (uint32_t)(p->carved / size); /* objects carved */
+		while (top && (marks[(top - 1) / 64] & (1ull << ((top - 1) % 64)))) {
+			top--;
+			marks[top / 64] &= ~(1ull << (top % 64));
+			sm_unpoison((void *)(p->start + (uintptr_t)top * size)); /* carved as they are */
 		}
-		/* The other runs, lowest first. */
-		for (uint32_t i = 0; i < n;) {
-			uint32_t j = i + 1;
-			while (j < n && (uintptr_t)p->free[j] == (uintptr_t)p->free[j - 1] + size)
-				j++;
-			discard_pages((uintptr_t)p->free[i], (uintptr_t)p->free[j - 1] + size);
-			i = j;
+		if (top * size < p->carved) {
+			p->carved = (uintptr_t)top * size;
+			discard_pages(p->start + p->carved, (old_top + SM_PAGE - 1) & ~(uintptr_t)(SM_PAGE - 1));
 		}
+		/* The other runs, lowest first; the list, rebuilt descending. */
+		uint32_t left = 0;
+		for (uint32_t w = 0; w < (top + 63) / 64; w++)
+			left += (uint32_t)__builtin_popcountll(marks[w]);
+		p->nfree = left;
+		uint32_t run = 0, run_len = 0;
+		for (uint32_t w = 0; w < (top + 63) / 64; w++) {
+			uint64_t bits = marks[w];
+			marks[w] = 0;
+			while (bits) {
+				uint32_t k = w * 64 + (uint32_t)__builtin_ctzll(bits);
+				bits &= bits - 1;
+				p->free[--left] = (void *)(p->start + (uintptr_t)k * size);
+				if (run_len && k == run + run_len) {
+					run_len++;
+					continue;
+				}
+				if (run_len)
+					discard_pages(p->start + run * size, p->start + (run + run_len) * size);
+				run = k;
+				run_len = 1;
+			}
+		}
+		if (run_len)
+			discard_pages(p->start + run * size, p->start + (run + run_len) * size);
 		update_hint(p, size);
 	}
 	pthread_mutex_unlock(&pool_lock);
