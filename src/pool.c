@@ -17,8 +17,10 @@
  * Who calls in: backend.c only, on the paths that call jemalloc (the owner
  * at depth 1, the refill thread, thread exit, fork), never a nested
  * (signal) context. pool_lock is a plain mutex: it is held for a few list
- * operations and at most one mprotect, never across a call into jemalloc
- * or any other lock, and fork holds it (cache.c takes it last).
+ * operations and at most one mprotect (by malloc_trim, for a pass over
+ * every pool and its madvise calls: under 1 ms at the default size,
+ * docs/MEMORY.md), never across a call into jemalloc or any other lock,
+ * and fork holds it (cache.c takes it last).
  *
  * Invariants:
  *   - an object is a pool object exactly when its offset in its class slot

@@ -687,6 +687,17 @@ static void free_uncarved_pool(void)
 	FREE((void *)(_sm_base + 3 * SM_SLOT_SIZE + _sm_pool_bytes - 64));
 	sm_malloc_trim(0);
 }
+
+/* A second free of a pool object that is not on top of the bucket (the
+ * hit path's check): caught when malloc_trim marks the pool's free list. */
+static void free_twice_pool(void)
+{
+	char *a = MALLOC(64), *b = MALLOC(64);
+	FREE(a);
+	FREE(b);
+	FREE(a);
+	sm_malloc_trim(0);
+}
 #endif
 
 static void realloc_interior(void)
@@ -1019,6 +1030,12 @@ static void test_bad_free(void)
 	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
 	      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0);
 	if (_sm_pool_bytes) {
+		st = in_child(free_twice_pool, err, sizeof err);
+		CHECK("free(a); free(b); free(a) of pool blocks aborts by malloc_trim: double free",
+		      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+		      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0 &&
+		      strstr(err, "found by malloc_trim") &&
+		      strchr(err, '\n') == err + strlen(err) - 1);
 		st = in_child(free_uncarved_pool, err, sizeof err);
 		CHECK("a free in a pool's uncarved part aborts by malloc_trim, naming the pointer",
 		      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
