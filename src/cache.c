@@ -360,8 +360,24 @@ static void thread_exit(void *arg)
 	t->depth--;
 }
 
+/* fork: from the first prepare handler to the last parent or child one,
+ * the forking thread holds every allocator lock, sigmalloc's (below) and
+ * jemalloc's (its handlers run after our prepare and before our parent and
+ * child handlers: init_once registers ours after jemalloc's). A signal
+ * handler of this thread that allocated in that window could reach one of
+ * them (a refill from a pool, a large block from jemalloc) and wait on its
+ * own thread forever: tests/test-fork-signal.c hung in 3 of 3 runs. So
+ * the window runs with every signal blocked; the child inherits the
+ * blocked mask and fork_child restores it. Two sigprocmask calls per fork
+ * (docs/SIGNAL-SAFETY.md). Per thread: two threads may fork at once (the
+ * second waits on the registry lock with its signals blocked). */
+static __thread sigset_t fork_saved_mask;
+
 static void fork_prepare(void)
 {
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &fork_saved_mask);
 	pthread_mutex_lock(&registry_lock);
 	_sm_refiller_fork_prepare();
 	_sm_backend_fork_prepare();
@@ -374,6 +390,7 @@ static void fork_parent(void)
 	_sm_backend_fork_parent();
 	_sm_refiller_fork_parent();
 	pthread_mutex_unlock(&registry_lock);
+	pthread_sigmask(SIG_SETMASK, &fork_saved_mask, NULL);
 }
 
 /* Resets a cache whose owner does not exist in this process. */
@@ -409,4 +426,5 @@ static void fork_child(void)
 	if (mine) /* its low marks were armed for a thread that is gone */
 		for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
 			mine->priv[cls].low_mark = 0;
+	pthread_sigmask(SIG_SETMASK, &fork_saved_mask, NULL); /* last: all is whole again */
 }
