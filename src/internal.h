@@ -283,6 +283,8 @@ void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n) sm_hidden;
 void _sm_pool_totals(uint64_t *carved, uint64_t *free_bytes) sm_hidden;
 /* malloc_trim: gives back the pools' pages that hold only free objects. */
 void _sm_pool_trim(void) sm_hidden;
+/* The refill thread, each tick: the same once no free came for decay_ms. */
+void _sm_pool_trim_idle(uint64_t now_ms, uint64_t decay_ms) sm_hidden;
 void _sm_pool_fork_prepare(void) sm_hidden;
 void _sm_pool_fork_parent(void) sm_hidden;
 void _sm_pool_fork_child(void) sm_hidden;

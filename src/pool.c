@@ -17,7 +17,7 @@
  * Who calls in: backend.c only, on the paths that call jemalloc (the owner
  * at depth 1, the refill thread, thread exit, fork), never a nested
  * (signal) context. pool_lock is a plain mutex: it is held for a few list
- * operations and at most one mprotect (by malloc_trim, for a pass over
+ * operations and at most one mprotect (by a trim, for a pass over
  * every pool and its madvise calls: under 1 ms at the default size,
  * docs/MEMORY.md), never across a call into jemalloc or any other lock,
  * and fork holds it (cache.c takes it last).
@@ -33,10 +33,11 @@
  *     before jemalloc. So a class holds at most its pool's capacity unused
  *     (28 classes, 3.5 MiB at the default 128 KiB, all of it only if every
  *     class once used its whole pool and then freed it all;
- *     docs/MEMORY.md), until malloc_trim (_sm_pool_trim) gives back every
- *     page that holds only free objects;
+ *     docs/MEMORY.md), until malloc_trim (_sm_pool_trim) or the refill
+ *     thread, after the decay time without a free (_sm_pool_trim_idle),
+ *     gives back every page that holds only free objects;
  *   - nothing is kept in a waiting object: its page may be discarded;
- *   - carved only moves down in _sm_pool_trim, by the objects at the top
+ *   - carved only moves down in a trim, by the objects at the top
  *     of the pool that are all on the free list.
  *   - pool objects are ordinary class objects everywhere else: same size,
  *     alignment (a pool starts a whole number of pages into its slot, and
@@ -66,7 +67,7 @@ struct pool {
 	void **free;
 	uint32_t nfree;
 	uint32_t room;         //! pool_capacity / the class size
-	uint64_t *marks;       //! room bits, clear but inside _sm_pool_trim
+	uint64_t *marks;       //! room bits, clear but inside trim_locked
 	/* Whether the pool may have an object: written under pool_lock, read
 	 * without it, so that a class past its pool (every refill of a busy
 	 * program) does not take the lock. A stale false leaves a freed pool
@@ -77,6 +78,14 @@ struct pool {
 
 static struct pool pools[SM_NUM_CLASSES];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Frees into the pools: the refill thread's idle trim (_sm_pool_trim_idle)
+ * runs once none came for the decay time. Both are written under
+ * pool_lock and read by the refill thread without it: the flag says a
+ * free came since the last trim (a stale true costs one lock, a stale
+ * false delays the trim to a later tick), the count tells the refill
+ * thread whether any came since its last look. */
+static _Atomic bool pools_untrimmed;
+static _Atomic uint64_t pool_frees;
 
 static void update_hint(struct pool *p, uintptr_t size)
 {
@@ -206,6 +215,9 @@ void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n)
 	}
 	memcpy(p->free + p->nfree, objs, sizeof(void *) * n);
 	p->nfree += n;
+	atomic_store_explicit(&pool_frees, atomic_load_explicit(&pool_frees, memory_order_relaxed) + 1,
+	                      memory_order_relaxed);
+	atomic_store_explicit(&pools_untrimmed, true, memory_order_relaxed);
 	for (uint32_t i = 0; SM_ASAN && i < n; i++)
 		sm_poison(objs[i]);
 	update_hint(p, _sm_class_size[cls]);
@@ -221,7 +233,7 @@ static void discard_pages(uintptr_t lo, uintptr_t hi)
 		madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
-static sm_noinline sm_cold void pool_double_free(uint32_t cls, void *p)
+static _Noreturn sm_noinline sm_cold void pool_double_free(uint32_t cls, void *p)
 {
 	_sm_fatal("sigmalloc: free(): double free of %p (found by malloc_trim in the %u-byte pool)\n",
 	          p, (unsigned)_sm_class_size[cls]);
@@ -243,11 +255,11 @@ static sm_noinline sm_cold void pool_double_free(uint32_t cls, void *p)
  *     take the lowest objects first and the free ones gather at the top
  *     for the next trim.
  * Costs a pass over each list and bitmap, and one madvise per run that
- * spans a page (docs/MEMORY.md); only malloc_trim calls it. The bitmaps
- * are all clear outside this function. */
-void _sm_pool_trim(void)
+ * spans a page (docs/MEMORY.md); malloc_trim and the refill thread's
+ * idle trim call it. The bitmaps are all clear outside this function. */
+static void trim_locked(void)
 {
-	pthread_mutex_lock(&pool_lock);
+	atomic_store_explicit(&pools_untrimmed, false, memory_order_relaxed);
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct pool *p = &pools[cls];
 		if (!p->nfree)
@@ -256,12 +268,8 @@ void _sm_pool_trim(void)
 		uint64_t *marks = p->marks;
 		for (uint32_t i = 0; i < p->nfree; i++) {
 			uint32_t k = (uint32_t)(((uintptr_t)p->free[i] - p->start) / size);
-			if (marks[k / 64] & (1ull << (k % 64))) {
-				void *dup = p->free[i];
-				pthread_mutex_unlock(&pool_lock);
-				pool_double_free(cls, dup);
-				return;
-			}
+			if (marks[k / 64] & (1ull << (k % 64)))
+				pool_double_free(cls, p->free[i]); /* aborts, pool_lock held */
 			marks[k / 64] |= 1ull << (k % 64);
 		}
 		/* The free run at the carve mark. */
@@ -303,6 +311,33 @@ void _sm_pool_trim(void)
 			discard_pages(p->start + run * size, p->start + (run + run_len) * size);
 		update_hint(p, size);
 	}
+}
+
+void _sm_pool_trim(void)
+{
+	pthread_mutex_lock(&pool_lock);
+	trim_locked();
+	pthread_mutex_unlock(&pool_lock);
+}
+
+/* The refill thread, each tick (at least every second): the pools' free
+ * pages go back once no free has come into a pool for decay_ms, as
+ * jemalloc's dirty pages do after its decay time (SIGMALLOC_DECAY_MS). Its
+ * own state: the count of frees at its last look and when it changed. */
+void _sm_pool_trim_idle(uint64_t now_ms, uint64_t decay_ms)
+{
+	static uint64_t seen_frees, seen_ms;
+	uint64_t frees = atomic_load_explicit(&pool_frees, memory_order_relaxed);
+	if (frees != seen_frees) {
+		seen_frees = frees;
+		seen_ms = now_ms;
+		return;
+	}
+	if (!atomic_load_explicit(&pools_untrimmed, memory_order_relaxed) ||
+	    now_ms - seen_ms < decay_ms)
+		return;
+	pthread_mutex_lock(&pool_lock);
+	trim_locked();
 	pthread_mutex_unlock(&pool_lock);
 }
 

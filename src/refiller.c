@@ -396,6 +396,7 @@ static void *refiller_main(void *arg)
 			ticking = idle_scan(tick);
 			uint64_t idle_ticks = _sm_options.idle_ms / SM_TICK_MS;
 			_sm_depot_release_idle(tick, idle_ticks ? idle_ticks : 1, refiller_tc);
+			_sm_pool_trim_idle(ms, _sm_options.decay_ms);
 		}
 		pthread_mutex_unlock(&work_lock);
 

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -322,6 +323,77 @@ static void test_thread_churn(void)
 }
 
 /* ------------------------------------------------------------------------
+ * The pools' idle trim: a thread fills the 2048 B class's pool (64 blocks
+ * of 128 KiB), writes every block, frees them all and exits; the refill
+ * thread flushes its cache into the pool, and once no free has come into
+ * a pool for the decay time (SIGMALLOC_DECAY_MS, 1 s) it gives the pool's
+ * free pages back, without a malloc_trim.
+ * ---------------------------------------------------------------------- */
+extern uintptr_t _sm_base;       /* backend.c */
+extern uintptr_t _sm_pool_bytes; /* pool.c */
+extern const uint32_t _sm_class_size[SM_NUM_CLASSES];
+
+static long pool_resident_pages(uint32_t cls)
+{
+	static unsigned char vec[(2u << 20) / 4096]; /* the span: 128 KiB + at most 1 MiB */
+	size_t pages = _sm_pool_bytes / 4096;
+	if (pages > sizeof vec ||
+	    mincore((void *)(_sm_base + (uintptr_t)cls * SM_SLOT_SIZE), _sm_pool_bytes, vec) != 0)
+		return -1;
+	long n = 0;
+	for (size_t i = 0; i < pages; i++)
+		n += vec[i] & 1;
+	return n;
+}
+
+static void *fill_pool_thread(void *arg)
+{
+	size_t size = (size_t)(uintptr_t)arg;
+	void *v[64];
+	for (int i = 0; i < 64; i++) {
+		v[i] = sm_malloc(size);
+		memset(v[i], 1, size);
+	}
+	for (int i = 0; i < 64; i++)
+		sm_free(v[i]);
+	return NULL;
+}
+
+static void test_pool_idle_trim(void)
+{
+	BANNER("the refill thread trims idle pools");
+	sm_free(sm_malloc(1)); /* initialised: the pools are set up */
+	if (!_sm_pool_bytes) {
+		fprintf(stderr, "(skipped: no pools)\n");
+		return;
+	}
+	uint32_t cls = 0;
+	while (_sm_class_size[cls] != 2048)
+		cls++;
+	pthread_t t;
+	pthread_create(&t, NULL, fill_pool_thread, (void *)(uintptr_t)2048);
+	pthread_join(t, NULL);
+	long full = pool_resident_pages(cls), now = full;
+	int waited = 0;
+	for (; waited < 6000 && now > 2; waited += 100) {
+		sleep_ms(100);
+		now = pool_resident_pages(cls);
+		if (getenv("POOL_TRACE")) {
+			struct sm_stats st;
+			sm_stats(&st);
+			fprintf(stderr, "  %d ms: %ld pages, pool %llu B carved, %llu B free, unowned %llu\n",
+			        waited, now, (unsigned long long)st.pool_bytes,
+			        (unsigned long long)st.pool_free_bytes,
+			        (unsigned long long)st.unowned_cached_bytes);
+		}
+	}
+	fprintf(stderr, "2048 B pool: %ld pages resident after the thread, %ld %d ms later\n", full,
+	        now, waited);
+	CHECK("the thread's blocks made the pool resident", full >= 28);
+	CHECK("the idle pool's pages go back within 6 s", now >= 0 && now <= 2);
+}
+
+/* ------------------------------------------------------------------------
  * Producer and consumer: one thread allocates 64 B blocks and writes its
  * sequence number into each, another checks the number and frees the
  * block, through a ring. The consumer's bucket overflows and the
@@ -440,6 +512,7 @@ static void test_fork_keeps_deferred(void)
 int main(void)
 {
 	test_fork_keeps_deferred(); /* first: no refill thread yet to drain the list */
+	test_pool_idle_trim();
 	test_steady_rate();
 	test_thread_identity();
 	test_reserve_restock();
