@@ -371,7 +371,7 @@ static void thread_exit(void *arg)
  * blocked mask and fork_child restores it. Two sigprocmask calls per fork
  * (docs/SIGNAL-SAFETY.md). Per thread: two threads may fork at once (the
  * second waits on the registry lock with its signals blocked). */
-static __thread sigset_t fork_saved_mask;
+static __thread sigset_t fork_saved_mask sm_tls; /* initial-exec: no __tls_get_addr */
 
 static void fork_prepare(void)
 {

@@ -68,6 +68,8 @@ struct pool {
 	uint32_t nfree;
 	uint32_t room;         //! pool_capacity / the class size
 	uint64_t *marks;       //! room bits, clear but inside trim_locked
+	bool freed_into;       //! a free came since the last trim: only such a pool
+	                       //! can have a new free page (a refill frees none)
 	/* Whether the pool may have an object: written under pool_lock, read
 	 * without it, so that a class past its pool (every refill of a busy
 	 * program) does not take the lock. A stale false leaves a freed pool
@@ -215,6 +217,7 @@ void _sm_pool_free(uint32_t cls, void *const *objs, uint32_t n)
 	}
 	memcpy(p->free + p->nfree, objs, sizeof(void *) * n);
 	p->nfree += n;
+	p->freed_into = true;
 	atomic_store_explicit(&pool_frees, atomic_load_explicit(&pool_frees, memory_order_relaxed) + 1,
 	                      memory_order_relaxed);
 	atomic_store_explicit(&pools_untrimmed, true, memory_order_relaxed);
@@ -233,10 +236,25 @@ static void discard_pages(uintptr_t lo, uintptr_t hi)
 		madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
-static _Noreturn sm_noinline sm_cold void pool_double_free(uint32_t cls, void *p)
+/* What a trim found wrong in a free list, reported once pool_lock is
+ * released (a crash reporter's SIGABRT handler that allocates must not
+ * find the lock held by its own thread: on the refill thread it would
+ * wait on itself). Which: 0 none, else the message below. */
+struct trim_fault {
+	void *p;
+	uint32_t cls;
+	uint32_t which;
+};
+enum { TRIM_OK, TRIM_DOUBLE_FREE, TRIM_NOT_A_BLOCK };
+
+static sm_noinline sm_cold void trim_report(struct trim_fault f)
 {
-	_sm_fatal("sigmalloc: free(): double free of %p (found by malloc_trim in the %u-byte pool)\n",
-	          p, (unsigned)_sm_class_size[cls]);
+	if (f.which == TRIM_DOUBLE_FREE)
+		_sm_fatal("sigmalloc: free(): double free of %p (found by a trim of the %u-byte pool)\n",
+		          f.p, (unsigned)_sm_class_size[f.cls]);
+	if (f.which == TRIM_NOT_A_BLOCK)
+		_sm_fatal("sigmalloc: free(): invalid pointer %p (inside a block of the %u-byte pool, "
+		          "found by a trim)\n", f.p, (unsigned)_sm_class_size[f.cls]);
 }
 
 /* malloc_trim: returns to the system every page of a pool that holds only
@@ -256,20 +274,29 @@ static _Noreturn sm_noinline sm_cold void pool_double_free(uint32_t cls, void *p
  *     for the next trim.
  * Costs a pass over each list and bitmap, and one madvise per run that
  * spans a page (docs/MEMORY.md); malloc_trim and the refill thread's
- * idle trim call it. The bitmaps are all clear outside this function. */
-static void trim_locked(void)
+ * idle trim call it. Only the pools freed into since their last trim are
+ * looked at. The bitmaps are all clear outside this function, unless it
+ * returns a fault, after which the caller aborts. */
+static struct trim_fault trim_locked(void)
 {
 	atomic_store_explicit(&pools_untrimmed, false, memory_order_relaxed);
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		struct pool *p = &pools[cls];
-		if (!p->nfree)
+		if (!p->freed_into)
 			continue;
+		p->freed_into = false;
 		const uintptr_t size = _sm_class_size[cls];
 		uint64_t *marks = p->marks;
 		for (uint32_t i = 0; i < p->nfree; i++) {
-			uint32_t k = (uint32_t)(((uintptr_t)p->free[i] - p->start) / size);
+			uintptr_t off = (uintptr_t)p->free[i] - p->start;
+			uint32_t k = (uint32_t)(off / size);
+			/* An offset by a multiple of the class's alignment into a
+			 * block passes free()'s check (alloc.c); counted as block k
+			 * it would let a live block be discarded or carved again. */
+			if (off != (uintptr_t)k * size)
+				return (struct trim_fault){p->free[i], cls, TRIM_NOT_A_BLOCK};
 			if (marks[k / 64] & (1ull << (k % 64)))
-				pool_double_free(cls, p->free[i]); /* aborts, pool_lock held */
+				return (struct trim_fault){p->free[i], cls, TRIM_DOUBLE_FREE};
 			marks[k / 64] |= 1ull << (k % 64);
 		}
 		/* The free run at the carve mark. */
@@ -311,13 +338,16 @@ static void trim_locked(void)
 			discard_pages(p->start + run * size, p->start + (run + run_len) * size);
 		update_hint(p, size);
 	}
+	return (struct trim_fault){NULL, 0, TRIM_OK};
 }
 
 void _sm_pool_trim(void)
 {
 	pthread_mutex_lock(&pool_lock);
-	trim_locked();
+	struct trim_fault f = trim_locked();
 	pthread_mutex_unlock(&pool_lock);
+	if (sm_unlikely(f.which != TRIM_OK))
+		trim_report(f);
 }
 
 /* The refill thread, each tick (at least every second): the pools' free
@@ -336,9 +366,7 @@ void _sm_pool_trim_idle(uint64_t now_ms, uint64_t decay_ms)
 	if (!atomic_load_explicit(&pools_untrimmed, memory_order_relaxed) ||
 	    now_ms - seen_ms < decay_ms)
 		return;
-	pthread_mutex_lock(&pool_lock);
-	trim_locked();
-	pthread_mutex_unlock(&pool_lock);
+	_sm_pool_trim();
 }
 
 void _sm_pool_totals(uint64_t *carved, uint64_t *free_bytes)

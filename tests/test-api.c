@@ -690,12 +690,38 @@ static void free_uncarved_pool(void)
 
 /* A second free of a pool object that is not on top of the bucket (the
  * hit path's check): caught when malloc_trim marks the pool's free list. */
+static bool pool_block(const void *p)
+{
+	return (((uintptr_t)p - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
+}
+
+static void not_pool_blocks(void)
+{
+	fputs("test: the blocks are not the pool's\n", stderr);
+	abort();
+}
+
 static void free_twice_pool(void)
 {
+	sm_malloc_trim(0); /* every cached block back, the pool's to the pool */
 	char *a = MALLOC(64), *b = MALLOC(64);
+	if (!pool_block(a) || !pool_block(b))
+		not_pool_blocks();
 	FREE(a);
 	FREE(b);
 	FREE(a);
+	sm_malloc_trim(0);
+}
+
+/* p + 16 into a 48-byte pool block passes free()'s alignment check; the
+ * trim that reads the pool's free list finds it inside block p. */
+static void free_interior_pool(void)
+{
+	sm_malloc_trim(0);
+	char *a = MALLOC(48);
+	if (!pool_block(a) || USABLE(a) != 48)
+		not_pool_blocks();
+	FREE(a + 16);
 	sm_malloc_trim(0);
 }
 #endif
@@ -1031,10 +1057,16 @@ static void test_bad_free(void)
 	      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0);
 	if (_sm_pool_bytes) {
 		st = in_child(free_twice_pool, err, sizeof err);
-		CHECK("free(a); free(b); free(a) of pool blocks aborts by malloc_trim: double free",
+		CHECK("free(a); free(b); free(a) of pool blocks aborts at the trim: double free",
 		      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
 		      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0 &&
-		      strstr(err, "found by malloc_trim") &&
+		      strstr(err, "found by a trim of the 64-byte pool") &&
+		      strchr(err, '\n') == err + strlen(err) - 1);
+		st = in_child(free_interior_pool, err, sizeof err);
+		CHECK("free(p + 16) of a 48-byte pool block aborts at the trim: invalid pointer",
+		      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+		      strncmp(err, "sigmalloc: free(): invalid pointer 0x", 37) == 0 &&
+		      strstr(err, "inside a block of the 48-byte pool") &&
 		      strchr(err, '\n') == err + strlen(err) - 1);
 		st = in_child(free_uncarved_pool, err, sizeof err);
 		CHECK("a free in a pool's uncarved part aborts by malloc_trim, naming the pointer",

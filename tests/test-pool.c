@@ -5,9 +5,15 @@
  *   - a class that outgrows its pool gets its arena and its objects from
  *     jemalloc, and pool objects never go to jemalloc (a free of one there
  *     would crash or corrupt jemalloc: every block is checked intact);
- *   - SIGMALLOC_POOL=0 (the `pool-off` test) turns the pools off.
- * Single-threaded: no refill thread starts, so every count is this
- * thread's. */
+ *   - SIGMALLOC_POOL=0 (the `pool-off` test) turns the pools off;
+ *   - last, malloc_trim in a loop while two threads churn blocks of every
+ *     class through the pools: every block keeps what its thread wrote
+ *     (a trim that discarded or re-carved a live block would show), and
+ *     under ThreadSanitizer the trim races with no refill or free.
+ * Single-threaded until that last part: no refill thread starts, so every
+ * count before it is this thread's. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -27,6 +33,49 @@ static unsigned narenas(void)
 	size_t len = sizeof n;
 	mallctl("arenas.narenas", &n, &len, NULL, 0);
 	return n;
+}
+
+/* The churn of the last part: 256 live blocks per thread, of random classes,
+ * each filled with a tag of its thread and slot, checked before its free. */
+enum { CHURN_LIVE = 256, CHURN_OPS = 200000 };
+static atomic_int churners_done;
+static atomic_long trims_done; /* the churn lasts for at least CHURN_TRIMS of them */
+enum { CHURN_TRIMS = 50 };
+static atomic_long churn_pooled, churn_bad, churn_ops;
+
+static void *churn(void *arg)
+{
+	const unsigned id = (unsigned)(uintptr_t)arg;
+	unsigned char *live[CHURN_LIVE] = {0};
+	uint32_t size[CHURN_LIVE] = {0};
+	uint64_t rng = 0x9e3779b97f4a7c15ull * (id + 1);
+	long pooled = 0, bad = 0;
+	long op;
+	for (op = 0; op < CHURN_OPS || atomic_load(&trims_done) < CHURN_TRIMS; op++) {
+		rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+		uint32_t i = (uint32_t)(rng % CHURN_LIVE);
+		const unsigned char tag = (unsigned char)(id * 64 + i % 64 + 1);
+		if (live[i]) {
+			for (uint32_t k = 0; k < size[i]; k += 8)
+				bad += live[i][k] != tag;
+			sm_free(live[i]);
+		}
+		size[i] = _sm_class_size[(rng >> 32) % SM_NUM_CLASSES];
+		live[i] = sm_malloc(size[i]);
+		if (!live[i]) {
+			bad++;
+			continue;
+		}
+		pooled += (((uintptr_t)live[i] - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
+		memset(live[i], tag, size[i]);
+	}
+	for (uint32_t i = 0; i < CHURN_LIVE; i++)
+		sm_free(live[i]);
+	atomic_fetch_add(&churn_ops, op);
+	atomic_fetch_add(&churn_pooled, pooled);
+	atomic_fetch_add(&churn_bad, bad);
+	atomic_fetch_add(&churners_done, 1);
+	return NULL;
 }
 
 static bool in_pool(const void *p)
@@ -233,5 +282,24 @@ int main(void)
 		sm_free(w[i]);
 	sm_free(w);
 	CHECK("malloc_trim returns 1", sm_malloc_trim(0) == 1);
+
+	BANNER("malloc_trim while two threads churn the pools");
+	pthread_t th[2];
+	for (uintptr_t k = 0; k < 2; k++)
+		if (pthread_create(&th[k], NULL, churn, (void *)k) != 0)
+			abort();
+	while (atomic_load(&churners_done) < 2) {
+		sm_malloc_trim(0);
+		atomic_fetch_add(&trims_done, 1);
+	}
+	const long trims = atomic_load(&trims_done);
+	for (int k = 0; k < 2; k++)
+		pthread_join(th[k], NULL);
+	fprintf(stderr, "%ld trims; %ld of %ld allocations from the pools; %ld bad\n", trims,
+	        atomic_load(&churn_pooled), atomic_load(&churn_ops), atomic_load(&churn_bad));
+	CHECK("every churned block kept its thread's bytes", atomic_load(&churn_bad) == 0);
+	CHECK("the trims ran during the churn", trims >= CHURN_TRIMS);
+	if (pools_on)
+		CHECK("the churn went through the pools", atomic_load(&churn_pooled) > atomic_load(&churn_ops) / 2);
 	return print_test_summary();
 }
