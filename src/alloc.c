@@ -434,6 +434,10 @@ void *sm_realloc(void *p, size_t size)
 	}
 	if (!slot_is_large(slot))
 		bad_pointer("realloc", p);
+	/* Still in its jemalloc size class: p stays, from one load of the map
+	 * of large blocks, at any depth (no jemalloc, no window). */
+	if (large_class_holds(large_size_mapped(p), size))
+		return p;
 	struct sm_thread *t = &_sm_thread;
 	void *q = NULL;
 	if (size <= SM_MAX_SMALL) {
@@ -475,9 +479,11 @@ size_t sm_malloc_usable_size(void *p)
 	if (!slot_is_large(slot))
 		bad_pointer("malloc_usable_size", p);
 	struct sm_thread *t = &_sm_thread;
-	size_t n = 0;
+	size_t n;
 	if (depth_enter(t) == 0)
 		n = _sm_backend_usable_large(p);
+	else
+		n = large_size_mapped(p); /* nested: no jemalloc */
 	depth_leave(t);
 	return n;
 }

@@ -88,6 +88,8 @@ static _Atomic unsigned class_arena[SM_NUM_CLASSES];
 static _Atomic unsigned large_arena[SM_LARGE_ARENAS];
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
 
+static bool large_sizes_open(uintptr_t start, uintptr_t end);
+
 static void *range_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t alignment,
                          bool *zero, bool *commit, unsigned arena_ind)
 {
@@ -112,8 +114,10 @@ static void *range_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t 
 	} while (!atomic_compare_exchange_weak_explicit(&r->next, &cur, end, memory_order_relaxed,
 	                                                memory_order_relaxed));
 	/* The reservation is PROT_NONE: make this extent usable. It stays so for
-	 * good (decommit opts out), so commit charge is taken once here. */
-	if (mprotect((void *)start, size, PROT_READ | PROT_WRITE) != 0)
+	 * good (decommit opts out), so commit charge is taken once here; the
+	 * same for the words of the large blocks' map that cover it. */
+	if ((r == &large_range && !large_sizes_open(start, end)) ||
+	    mprotect((void *)start, size, PROT_READ | PROT_WRITE) != 0)
 		return NULL; /* the address space stays burnt; jemalloc reports OOM */
 	*zero = true;
 	*commit = true;
@@ -371,6 +375,73 @@ static uintptr_t reserve_layout(uint32_t *large_slots)
 	return 0;
 }
 
+/* The usable size of every live large block, by the 4 KiB page its address
+ * starts in (no two large blocks start in one page: every jemalloc class
+ * above 4 KiB is more than 4 KiB apart), so that realloc and
+ * malloc_usable_size need not ask jemalloc (sallocx: about a third of the
+ * samples of realloc/+64, docs/PERFORMANCE.md) and malloc_usable_size can
+ * answer from a signal handler. One word per page of the large range,
+ * reserved MAP_NORESERVE: its pages are touched only where large blocks
+ * start, 4 KiB of map per 2 MiB of the range in use.
+ *
+ * The map is reserved PROT_NONE, as the range is, and its words become
+ * writable with the extents they cover (range_alloc), so that commit
+ * charge (vm.overcommit_memory=2) follows the large range in use.
+ *
+ * Written by whoever allocates a large block (alloc and realloc, before
+ * the pointer is returned); read for a live block by whoever holds it. A
+ * freed block's word is left as it is: the next block to start in that
+ * page writes its own before anyone can read it. 0 (not yet written, or
+ * no map: its mmap failed) sends the reader to jemalloc. */
+size_t *_sm_large_sizes;
+uintptr_t _sm_large_sizes_base;
+
+static inline size_t *large_size_word(const void *p)
+{
+	return &_sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12];
+}
+
+static void large_sizes_init(uintptr_t large_start, uintptr_t large_end)
+{
+	size_t bytes = (large_end - large_start) / 4096 * sizeof(size_t);
+	void *m = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return; /* every lookup asks jemalloc */
+	_sm_large_sizes_base = large_start;
+	_sm_large_sizes = m;
+}
+
+/* Makes the map's words for the large range [start, end) writable (whole
+ * pages of the map, which may already be). */
+static bool large_sizes_open(uintptr_t start, uintptr_t end)
+{
+	if (!_sm_large_sizes)
+		return true;
+	uintptr_t lo = (uintptr_t)large_size_word((void *)start) & ~(uintptr_t)(SM_PAGE - 1);
+	uintptr_t hi = ((uintptr_t)large_size_word((void *)(end - 1)) + sizeof(size_t) + SM_PAGE - 1) &
+	               ~(uintptr_t)(SM_PAGE - 1);
+	return mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE) == 0;
+}
+
+/* jemalloc's usable size of a request above 4 KiB without an alignment:
+ * its classes there are four to a doubling (SC_LG_NGROUP 2), 2^k + i x
+ * 2^(k-2), i = 1..4, so a size rounds up to a multiple of 2^(lg - 2) with
+ * 2^lg <= size - 1 < 2^(lg+1). tests/test-api.c checks it against nallocx
+ * for every class up to 64 MiB. */
+static inline size_t large_usable_of(size_t size)
+{
+	unsigned lg = 63u - (unsigned)__builtin_clzl(size - 1);
+	size_t delta = (size_t)1 << (lg - 2);
+	return (size + delta - 1) & ~(delta - 1);
+}
+
+static void large_size_set(void *p, size_t size, size_t align)
+{
+	if (_sm_large_sizes)
+		*large_size_word(p) = align <= 16 && size > SM_MAX_SMALL ? large_usable_of(size)
+		                                                          : sallocx(p, 0);
+}
+
 bool _sm_backend_init(void)
 {
 	uint32_t large_slots;
@@ -392,6 +463,7 @@ bool _sm_backend_init(void)
 	uintptr_t large_end = large_start + (uintptr_t)large_slots * SM_SLOT_SIZE;
 	/* All large arenas share one range: the same hooks, one bump pointer. */
 	range_init(&large_range, large_start, large_end);
+	large_sizes_init(large_start, large_end);
 	/* jemalloc answers at all? (this also initialises it) */
 	if (!large_arena_get(0))
 		return false;
@@ -598,6 +670,8 @@ void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t are
 		misplaced(p);
 		p = NULL;
 	}
+	if (p)
+		large_size_set(p, size, align);
 	return p;
 }
 
@@ -628,7 +702,8 @@ void _sm_backend_free_record(void *p)
 
 size_t _sm_backend_usable_large(void *p)
 {
-	return sallocx(p, 0);
+	size_t n = large_size_mapped(p);
+	return n ? n : sallocx(p, 0);
 }
 
 /* Whether a block of `size` bytes would have the large block p's usable
@@ -638,14 +713,11 @@ size_t _sm_backend_usable_large(void *p)
  * 2^(k-2), i = 1..4, so the class below usable is usable - 2^(k-2) with
  * 2^k <= usable - 1. Arithmetic where nallocx took 11 % of the samples of
  * realloc/+64 (docs/PERFORMANCE.md); tests/test-api.c checks it against
- * nallocx for every class up to 64 MiB. */
+ * nallocx for every class up to 64 MiB. The usable size comes from the
+ * map above, where sallocx took a third. */
 bool _sm_backend_same_large_class(void *p, size_t size)
 {
-	size_t usable = sallocx(p, 0);
-	if (size > usable)
-		return false;
-	unsigned lg = 63u - (unsigned)__builtin_clzl(usable - 1);
-	return size > usable - ((size_t)1 << (lg - 2));
+	return large_class_holds(_sm_backend_usable_large(p), size);
 }
 
 void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)
@@ -661,6 +733,8 @@ void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)
 	void *q = rallocx(p, size, MALLOCX_ARENA(ind) | tcache_flag(tc));
 	if (q && sm_unlikely(!slot_is_large(slot_of(q))))
 		_sm_fatal("sigmalloc: jemalloc moved %p outside the large range\n", q);
+	if (q)
+		large_size_set(q, size, 0);
 	return q;
 }
 

@@ -145,6 +145,24 @@ void _sm_backend_free_large(void *p, int tc) sm_hidden;
 void *_sm_backend_alloc_record(size_t size) sm_hidden;
 void _sm_backend_free_record(void *p) sm_hidden;
 size_t _sm_backend_usable_large(void *p) sm_hidden;
+/* sigmalloc's map of large blocks' usable sizes, by the page a block starts
+ * in (backend.c). A load of a live block's word is safe anywhere, a signal
+ * handler included; 0: not known, ask jemalloc (_sm_backend_usable_large). */
+extern size_t *_sm_large_sizes sm_hidden;
+extern uintptr_t _sm_large_sizes_base sm_hidden;
+static inline size_t large_size_mapped(const void *p)
+{
+	return _sm_large_sizes ? _sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12] : 0;
+}
+/* Whether `size` bytes are in the jemalloc size class whose usable size is
+ * `usable` (> 4 KiB: four classes to a doubling; backend.c). */
+static inline bool large_class_holds(size_t usable, size_t size)
+{
+	if (size > usable || usable <= SM_MAX_SMALL)
+		return false;
+	unsigned lg = 63u - (unsigned)__builtin_clzl(usable - 1);
+	return size > usable - ((size_t)1 << (lg - 2));
+}
 bool _sm_backend_same_large_class(void *p, size_t size) sm_hidden;
 void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc) sm_hidden;
 void _sm_backend_purge(int tc) sm_hidden;

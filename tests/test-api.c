@@ -46,6 +46,7 @@ int32_t _sm_depot_held(uint32_t cls);                     /* depot.c */
 extern uintptr_t _sm_pool_bytes;                          /* pool.c */
 extern uintptr_t _sm_base;                                /* backend.c */
 size_t nallocx(size_t size, int flags);                   /* jemalloc */
+size_t sallocx(const void *p, int flags);                 /* jemalloc */
 int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
 #define MALLOC sm_malloc
@@ -964,6 +965,72 @@ static void test_large_size_classes(void)
 	CHECK("the size-class arithmetic agrees with jemalloc's nallocx", agree);
 }
 
+/* malloc_usable_size of a large block comes from sigmalloc's map of large
+ * blocks (backend.c), not from jemalloc: it must say what jemalloc says,
+ * for every size class, for aligned blocks and after realloc in place
+ * and moved, and say it from a nested call too (a handler). */
+static void test_large_usable_map(void)
+{
+	BANNER("large blocks' usable sizes: sigmalloc's map against jemalloc's sallocx");
+	bool agree = true, nested_agree = true;
+	unsigned tried = 0;
+	char *blocks[200];
+	unsigned n = 0;
+	for (size_t u = nallocx(4097, 0); u <= ((size_t)64 << 20) && n < 190; u = nallocx(u + 1, 0)) {
+		const size_t sizes[] = { u, u - 1 };
+		for (size_t i = 0; i < 2; i++)
+			blocks[n++] = MALLOC(sizes[i]);
+	}
+	const size_t aligns[] = { 32, 4096, 8192, 65536 };
+	const size_t asizes[] = { 100, 5000, 100000 };
+	for (size_t a = 0; a < 4; a++)
+		for (size_t i = 0; i < 3; i++) {
+			void *q = NULL;
+			if (sm_posix_memalign(&q, aligns[a], asizes[i]) == 0)
+				blocks[n++] = q;
+		}
+	/* realloc within a class (in place), to a larger class (in place or
+	 * moved), and down to a smaller one */
+	blocks[n] = REALLOC(MALLOC(20000), 20400);
+	blocks[n] = REALLOC(blocks[n], 300000);
+	n++;
+	blocks[n] = REALLOC(MALLOC(1 << 20), 70000);
+	n++;
+	for (unsigned i = 0; i < n; i++) {
+		if (!blocks[i] || (uintptr_t)blocks[i] < _sm_base + (uintptr_t)SM_LARGE_FIRST_SLOT * SM_SLOT_SIZE)
+			continue; /* a class object (an aligned small block) */
+		tried++;
+		size_t theirs = sallocx(blocks[i], 0);
+		if (USABLE(blocks[i]) != theirs) {
+			fprintf(stderr, "  %p: sigmalloc %zu, jemalloc %zu\n", (void *)blocks[i],
+			        USABLE(blocks[i]), theirs);
+			agree = false;
+		}
+		_sm_thread.depth++; /* as a signal handler would see it */
+		size_t nested = sm_malloc_usable_size(blocks[i]);
+		_sm_thread.depth--;
+		nested_agree &= nested == theirs;
+	}
+	for (unsigned i = 0; i < n; i++)
+		FREE(blocks[i]);
+	/* From a handler: a realloc that stays in the block's class keeps it
+	 * (one load of the map); one that does not cannot call jemalloc. */
+	char *b = MALLOC(20000); /* a 20 KiB class block */
+	_sm_thread.depth++;
+	char *same = sm_realloc(b, 20400);
+	errno = 0;
+	char *moved = sm_realloc(b, 300000);
+	int moved_errno = errno;
+	_sm_thread.depth--;
+	CHECK("a nested realloc of a large block within its class returns the block", same == b);
+	CHECK("... one out of its class returns NULL with ENOMEM", !moved && moved_errno == ENOMEM);
+	FREE(b);
+	fprintf(stderr, "%u large blocks checked\n", tried);
+	CHECK("large blocks of every class, aligned and reallocated were tried", tried >= 120);
+	CHECK("malloc_usable_size of a large block is jemalloc's usable size", agree);
+	CHECK("... and a nested call answers the same", nested_agree);
+}
+
 /* An inbox holding more than the bucket's capacity (magazines, as the
  * refill thread and a fork child leave them): the malloc that finds its
  * bucket empty takes them all, fills the bucket to capacity, and gives the
@@ -1222,6 +1289,7 @@ int main(void)
 	test_bucket_capacity();
 	test_inbox_overflow();
 	test_large_size_classes();
+	test_large_usable_map();
 	test_trim_empties_depot();
 	test_trims_use_thread_tcache();
 #endif
