@@ -465,8 +465,10 @@ void *sm_reallocarray(void *p, size_t count, size_t size)
 	return sm_realloc(p, total);
 }
 
-/* The class size for our objects. For a large object jemalloc knows; that
- * lookup is not async-signal-safe, so from a nested context it answers 0. */
+/* The class size for our objects. For a large object, sigmalloc's map of
+ * large blocks (backend.c), else jemalloc; from a nested context the map
+ * only (jemalloc's lookup is not async-signal-safe): 0 if the map could
+ * not be reserved. */
 size_t sm_malloc_usable_size(void *p)
 {
 	if (!p)

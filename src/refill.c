@@ -750,8 +750,10 @@ void *_sm_large_realloc(void *p, size_t size)
 {
 	/* Still in the block's jemalloc size class: nothing to do, with one
 	 * lookup instead of rallocx's whole path (append-style growth crosses
-	 * a large size class, 4 per doubling, only every 12-25 %). A shrink to
-	 * a smaller class goes to rallocx, which gives the tail back. */
+	 * a large size class, 4 per doubling, only every 12-25 %). sm_realloc
+	 * has asked the map of large blocks already; this asks jemalloc where
+	 * the map is missing. A shrink to a smaller class goes to rallocx,
+	 * which gives the tail back. */
 	if (_sm_backend_same_large_class(p, size))
 		return p;
 	struct sm_thread *t = &_sm_thread;

@@ -47,6 +47,7 @@ extern uintptr_t _sm_pool_bytes;                          /* pool.c */
 extern uintptr_t _sm_base;                                /* backend.c */
 size_t nallocx(size_t size, int flags);                   /* jemalloc */
 size_t sallocx(const void *p, int flags);                 /* jemalloc */
+extern size_t *_sm_large_sizes;                           /* backend.c */
 int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 extern const uint32_t _sm_class_size[SM_NUM_CLASSES]; /* sizeclass.c */
 #define MALLOC sm_malloc
@@ -973,32 +974,38 @@ static void test_large_usable_map(void)
 {
 	BANNER("large blocks' usable sizes: sigmalloc's map against jemalloc's sallocx");
 	bool agree = true, nested_agree = true;
-	unsigned tried = 0;
-	char *blocks[200];
-	unsigned n = 0;
-	for (size_t u = nallocx(4097, 0); u <= ((size_t)64 << 20) && n < 190; u = nallocx(u + 1, 0)) {
-		const size_t sizes[] = { u, u - 1 };
-		for (size_t i = 0; i < 2; i++)
-			blocks[n++] = MALLOC(sizes[i]);
+	unsigned tried = 0, n = 0;
+	char *blocks[256];
+	size_t below = 4096; /* the class below u */
+	for (size_t u = nallocx(4097, 0); u <= ((size_t)64 << 20); below = u, u = nallocx(u + 1, 0)) {
+		blocks[n++] = MALLOC(u);         /* a class's top */
+		blocks[n++] = MALLOC(below + 1); /* ... and its bottom */
 	}
+	const unsigned by_class = n; /* 2 x 56 classes (test_large_size_classes) */
 	const size_t aligns[] = { 32, 4096, 8192, 65536 };
 	const size_t asizes[] = { 100, 5000, 100000 };
 	for (size_t a = 0; a < 4; a++)
 		for (size_t i = 0; i < 3; i++) {
 			void *q = NULL;
-			if (sm_posix_memalign(&q, aligns[a], asizes[i]) == 0)
-				blocks[n++] = q;
+			blocks[n++] = sm_posix_memalign(&q, aligns[a], asizes[i]) == 0 ? q : NULL;
 		}
-	/* realloc within a class (in place), to a larger class (in place or
-	 * moved), and down to a smaller one */
-	blocks[n] = REALLOC(MALLOC(20000), 20400);
-	blocks[n] = REALLOC(blocks[n], 300000);
-	n++;
-	blocks[n] = REALLOC(MALLOC(1 << 20), 70000);
-	n++;
+	blocks[n++] = sm_memalign(16384, 3000);
+	blocks[n++] = sm_valloc(9000);
+	blocks[n++] = sm_pvalloc(9000);
+	blocks[n++] = sm_calloc(3, 7000);
+	/* realloc: within a class (kept), to a larger class (in place or moved,
+	 * a small bin's 5 KiB to 7 KiB, a large extent's 20 KiB to 300 KiB),
+	 * and down to a smaller class in place (1 MiB to 70000 B) */
+	char *in_class = MALLOC(20000);
+	bool kept = REALLOC(in_class, 20400) == in_class;
+	blocks[n++] = in_class;
+	blocks[n++] = REALLOC(MALLOC(5000), 7000);
+	blocks[n++] = REALLOC(MALLOC(20000), 300000);
+	blocks[n++] = REALLOC(MALLOC(1 << 20), 70000);
+	const bool mapped = _sm_large_sizes != NULL;
 	for (unsigned i = 0; i < n; i++) {
-		if (!blocks[i] || (uintptr_t)blocks[i] < _sm_base + (uintptr_t)SM_LARGE_FIRST_SLOT * SM_SLOT_SIZE)
-			continue; /* a class object (an aligned small block) */
+		if (!blocks[i] || (uintptr_t)blocks[i] - _sm_base < (uintptr_t)SM_LARGE_FIRST_SLOT * SM_SLOT_SIZE)
+			continue; /* NULL (checked below) or a class object */
 		tried++;
 		size_t theirs = sallocx(blocks[i], 0);
 		if (USABLE(blocks[i]) != theirs) {
@@ -1009,7 +1016,7 @@ static void test_large_usable_map(void)
 		_sm_thread.depth++; /* as a signal handler would see it */
 		size_t nested = sm_malloc_usable_size(blocks[i]);
 		_sm_thread.depth--;
-		nested_agree &= nested == theirs;
+		nested_agree &= nested == (mapped ? theirs : 0);
 	}
 	for (unsigned i = 0; i < n; i++)
 		FREE(blocks[i]);
@@ -1022,13 +1029,18 @@ static void test_large_usable_map(void)
 	char *moved = sm_realloc(b, 300000);
 	int moved_errno = errno;
 	_sm_thread.depth--;
-	CHECK("a nested realloc of a large block within its class returns the block", same == b);
-	CHECK("... one out of its class returns NULL with ENOMEM", !moved && moved_errno == ENOMEM);
 	FREE(b);
-	fprintf(stderr, "%u large blocks checked\n", tried);
-	CHECK("large blocks of every class, aligned and reallocated were tried", tried >= 120);
+	fprintf(stderr, "%u of %u blocks large and checked (map %s)\n", tried, n,
+	        mapped ? "reserved" : "absent");
+	CHECK("every large class's top and bottom, aligned, zeroed and reallocated blocks",
+	      by_class == 112 && tried == n - 2); /* posix_memalign(32 or 4096, 100): class objects */
+	CHECK("realloc within a large block's class keeps it", kept);
 	CHECK("malloc_usable_size of a large block is jemalloc's usable size", agree);
-	CHECK("... and a nested call answers the same", nested_agree);
+	CHECK("... and a nested call answers the same from the map", nested_agree);
+	if (mapped)
+		CHECK("a nested realloc of a large block within its class returns the block",
+		      same == b);
+	CHECK("... one out of its class returns NULL with ENOMEM", !moved && moved_errno == ENOMEM);
 }
 
 /* An inbox holding more than the bucket's capacity (magazines, as the
