@@ -423,18 +423,6 @@ static bool large_sizes_open(uintptr_t start, uintptr_t end)
 	return mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE) == 0;
 }
 
-/* jemalloc's usable size of a request above 4 KiB without an alignment:
- * its classes there are four to a doubling (SC_LG_NGROUP 2), 2^k + i x
- * 2^(k-2), i = 1..4, so a size rounds up to a multiple of 2^(lg - 2) with
- * 2^lg <= size - 1 < 2^(lg+1). tests/test-api.c checks it against nallocx
- * for every class up to 64 MiB. */
-static inline size_t large_usable_of(size_t size)
-{
-	unsigned lg = 63u - (unsigned)__builtin_clzl(size - 1);
-	size_t delta = (size_t)1 << (lg - 2);
-	return (size + delta - 1) & ~(delta - 1);
-}
-
 static void large_size_set(void *p, size_t size, size_t align)
 {
 	if (_sm_large_sizes)
@@ -707,14 +695,9 @@ size_t _sm_backend_usable_large(void *p)
 }
 
 /* Whether a block of `size` bytes would have the large block p's usable
- * size (one jemalloc size class). Above 64 B jemalloc 5 spaces its classes
- * four to a doubling (SC_LG_NGROUP 2, a constant of its source), and a
- * large block is above 4 KiB: the classes in (2^k, 2^(k+1)] are 2^k + i x
- * 2^(k-2), i = 1..4, so the class below usable is usable - 2^(k-2) with
- * 2^k <= usable - 1. Arithmetic where nallocx took 11 % of the samples of
- * realloc/+64 (docs/PERFORMANCE.md); tests/test-api.c checks it against
- * nallocx for every class up to 64 MiB. The usable size comes from the
- * map above, where sallocx took a third. */
+ * size (one jemalloc size class: large_class_holds, internal.h). The
+ * usable size comes from the map above, where sallocx took a third of the
+ * samples of realloc/+64. */
 bool _sm_backend_same_large_class(void *p, size_t size)
 {
 	return large_class_holds(_sm_backend_usable_large(p), size);
