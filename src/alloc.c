@@ -133,6 +133,20 @@ static sm_noipa sm_cold void bad_pointer(const char *fn, void *p)
 	_sm_fatal("sigmalloc: %s(): invalid pointer %p (never allocated by sigmalloc)\n", fn, p);
 }
 
+/* A pointer into the large range that does not start a live large block:
+ * freed already, inside one, or never handed out (backend.c's map). */
+static sm_noinline sm_cold void bad_large_pointer(const char *fn, void *p)
+{
+	_sm_fatal("sigmalloc: %s(): invalid pointer %p (not a live large block: freed already, "
+	          "inside one, or never allocated)\n", fn, p);
+}
+
+static inline void check_large_pointer(const char *fn, void *p)
+{
+	if (sm_unlikely(!_sm_backend_large_live(p)))
+		bad_large_pointer(fn, p);
+}
+
 /* ------------------------------------------------------------------------
  * Small objects: the fast path
  * ---------------------------------------------------------------------- */
@@ -244,10 +258,13 @@ static sm_noinline void free_other(void *p)
 	}
 	if (sm_unlikely(!slot_is_large(slot)))
 		bad_pointer("free", p);
-	if (depth_enter(t) == 0)
+	check_large_pointer("free", p);
+	if (depth_enter(t) == 0) {
 		_sm_large_free(p);
-	else
+	} else {
+		_sm_backend_large_forget(p);
 		_sm_deferred_push(p); /* freed by the next owner slow path */
+	}
 	depth_leave(t);
 }
 
@@ -434,6 +451,7 @@ void *sm_realloc(void *p, size_t size)
 	}
 	if (!slot_is_large(slot))
 		bad_pointer("realloc", p);
+	check_large_pointer("realloc", p);
 	/* Still in its jemalloc size class: p stays, from one load of the map
 	 * of large blocks, at any depth (no jemalloc, no window). */
 	if (large_class_holds(large_size_mapped(p), size))
@@ -480,6 +498,7 @@ size_t sm_malloc_usable_size(void *p)
 	}
 	if (!slot_is_large(slot))
 		bad_pointer("malloc_usable_size", p);
+	check_large_pointer("malloc_usable_size", p);
 	struct sm_thread *t = &_sm_thread;
 	size_t n;
 	if (depth_enter(t) == 0)

@@ -382,17 +382,24 @@ static uintptr_t reserve_layout(uint32_t *large_slots)
  * samples of realloc/+64, docs/PERFORMANCE.md) and malloc_usable_size can
  * answer from a signal handler. One word per page of the large range,
  * reserved MAP_NORESERVE: its pages are touched only where large blocks
- * start, 4 KiB of map per 2 MiB of the range in use.
+ * start, 4 KiB of map per 2 MiB of the range in use. It also tells free,
+ * realloc and malloc_usable_size whether a pointer starts a live large
+ * block (a second free, or a pointer inside one, aborts: alloc.c).
  *
  * The map is reserved PROT_NONE, as the range is, and its words become
  * writable with the extents they cover (range_alloc), so that commit
  * charge (vm.overcommit_memory=2) follows the large range in use.
  *
- * Written by whoever allocates a large block (alloc and realloc, before
- * the pointer is returned); read for a live block by whoever holds it. A
- * freed block's word is left as it is: the next block to start in that
- * page writes its own before anyone can read it. 0 (not yet written, or
- * no map: its mmap failed) sends the reader to jemalloc. */
+ * A word is the block's usable size (a multiple of 1 KiB: every jemalloc
+ * class above 4 KiB is) with, in its low bits, the block's offset in its
+ * page in 16-byte units (SM_LARGE_WORD_OFFSET), so that a pointer can be
+ * checked to be the start of a live block (_sm_backend_large_live). It is
+ * written by whoever allocates the block (alloc and realloc, before the
+ * pointer is returned), read by whoever holds the block, and cleared by
+ * whoever frees it, before jemalloc may hand its memory out again (a clear
+ * after that could erase the word of the next block there). 0: no live
+ * block starts in that page. No map at all (its mmap failed): every reader
+ * asks jemalloc and nothing is checked. */
 size_t *_sm_large_sizes;
 uintptr_t _sm_large_sizes_base;
 
@@ -426,8 +433,37 @@ static bool large_sizes_open(uintptr_t start, uintptr_t end)
 static void large_size_set(void *p, size_t size, size_t align)
 {
 	if (_sm_large_sizes)
-		*large_size_word(p) = align <= 16 && size > SM_MAX_SMALL ? large_usable_of(size)
-		                                                          : sallocx(p, 0);
+		*large_size_word(p) = (align <= 16 && size > SM_MAX_SMALL ? large_usable_of(size)
+		                                                           : sallocx(p, 0)) |
+		                      (((uintptr_t)p & (SM_PAGE - 1)) >> 4);
+}
+
+static void large_size_clear(void *p)
+{
+	if (_sm_large_sizes)
+		*large_size_word(p) = 0;
+}
+
+/* Whether p is the start of a live large block by the map: false for a
+ * pointer past what the large range has carved, a page where no live
+ * block starts (freed, or never one), or an offset that is not the
+ * block's (inside one). A plain load: safe in a signal handler. True when
+ * there is no map (nothing to check against). */
+bool _sm_backend_large_live(const void *p)
+{
+	if (!_sm_large_sizes)
+		return true;
+	if ((uintptr_t)p >= atomic_load_explicit(&large_range.next, memory_order_relaxed))
+		return false; /* its word may not even be mapped */
+	size_t w = *large_size_word(p);
+	return w != 0 && (w & SM_LARGE_WORD_OFFSET) == (((uintptr_t)p & (SM_PAGE - 1)) >> 4);
+}
+
+/* A nested free of a large block, which is deferred (alloc.c): the block
+ * stops being live now, so that a second free of it aborts too. */
+void _sm_backend_large_forget(void *p)
+{
+	large_size_clear(p);
 }
 
 bool _sm_backend_init(void)
@@ -665,6 +701,7 @@ void *_sm_backend_alloc_large(size_t size, size_t align, bool zero, uint32_t are
 
 void _sm_backend_free_large(void *p, int tc)
 {
+	large_size_clear(p); /* before jemalloc may reuse the page */
 	dallocx(p, tcache_flag(tc));
 }
 
@@ -713,11 +750,17 @@ void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)
 		return NULL;
 	if (_sm_thread.no_jemalloc)
 		return NULL; /* rallocx would move it to arena 0 */
+	/* rallocx may free p's memory and hand it out again at once: p's word
+	 * goes first, and comes back if p stays where it was, unchanged. */
+	size_t word = _sm_large_sizes ? *large_size_word(p) : 0;
+	large_size_clear(p);
 	void *q = rallocx(p, size, MALLOCX_ARENA(ind) | tcache_flag(tc));
 	if (q && sm_unlikely(!slot_is_large(slot_of(q))))
 		_sm_fatal("sigmalloc: jemalloc moved %p outside the large range\n", q);
 	if (q)
 		large_size_set(q, size, 0);
+	else if (_sm_large_sizes)
+		*large_size_word(p) = word;
 	return q;
 }
 

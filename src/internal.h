@@ -150,10 +150,18 @@ size_t _sm_backend_usable_large(void *p) sm_hidden;
  * handler included; 0: not known, ask jemalloc (_sm_backend_usable_large). */
 extern size_t *_sm_large_sizes sm_hidden;
 extern uintptr_t _sm_large_sizes_base sm_hidden;
+#define SM_LARGE_WORD_OFFSET ((size_t)1023) /* a word's bits for the block's offset in its page */
 static inline size_t large_size_mapped(const void *p)
 {
-	return _sm_large_sizes ? _sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12] : 0;
+	return _sm_large_sizes
+	               ? _sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12] &
+	                         ~SM_LARGE_WORD_OFFSET
+	               : 0;
 }
+/* Whether p starts a live large block (the map says so, or there is none). */
+bool _sm_backend_large_live(const void *p) sm_hidden;
+/* A nested free of large block p: no longer live (its free is deferred). */
+void _sm_backend_large_forget(void *p) sm_hidden;
 /* jemalloc's usable size of a request above 4 KiB without an alignment:
  * its classes there are four to a doubling (SC_LG_NGROUP 2, a constant of
  * its source), 2^k + i x 2^(k-2), i = 1..4, so a size rounds up to a

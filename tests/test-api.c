@@ -666,6 +666,32 @@ static void free_twice(void)
 	FREE(p);
 }
 
+/* Large blocks: sigmalloc's map of them (backend.c) knows which pointers
+ * start a live one. */
+static void free_twice_large(void)
+{
+	char *volatile p = MALLOC(100000);
+	char *volatile q = MALLOC(100000); /* so that p's memory is not simply reused */
+	FREE(p);
+	FREE(p);
+	FREE(q);
+}
+
+static void free_inside_large(void)
+{
+	char *volatile p = MALLOC(100000);
+	FREE(p + 4096);
+}
+
+static void realloc_freed_large(void)
+{
+	char *volatile p = MALLOC(20000);
+	char *volatile q = MALLOC(20000);
+	FREE(p);
+	p = REALLOC(p, 20400);
+	FREE(q);
+}
+
 #ifdef SM_TEST_CORE
 /* The same when the second free takes the slow path: the bucket's high
  * mark lowered to its count. */
@@ -1129,6 +1155,20 @@ static void test_bad_free(void)
 	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
 	      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0 &&
 	      strchr(err, '\n') == err + strlen(err) - 1);
+	static void (*const large_bad[])(void) = { free_twice_large, free_inside_large,
+	                                            realloc_freed_large };
+	static const char *const large_what[] = {
+		"free(p); free(p) of a 100000-byte block aborts: not a live large block",
+		"free(p + 4096) of a 100000-byte block aborts: not a live large block",
+		"realloc of a freed 20000-byte block aborts: not a live large block",
+	};
+	for (int i = 0; i < 3; i++) {
+		st = in_child(large_bad[i], err, sizeof err);
+		CHECK(large_what[i], WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+		                         strncmp(err, "sigmalloc: ", 11) == 0 &&
+		                         strstr(err, "(not a live large block") &&
+		                         strchr(err, '\n') == err + strlen(err) - 1);
+	}
 #ifdef SM_TEST_CORE
 	st = in_child(free_twice_slow, err, sizeof err);
 	CHECK("... also when the second free takes the slow path",
