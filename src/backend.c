@@ -433,15 +433,20 @@ static bool large_sizes_open(uintptr_t start, uintptr_t end)
 static void large_size_set(void *p, size_t size, size_t align)
 {
 	if (_sm_large_sizes)
-		*large_size_word(p) = (align <= 16 && size > SM_MAX_SMALL ? large_usable_of(size)
-		                                                           : sallocx(p, 0)) |
-		                      (((uintptr_t)p & (SM_PAGE - 1)) >> 4);
+		__atomic_store_n(large_size_word(p),
+		                 (align <= 16 && size > SM_MAX_SMALL ? large_usable_of(size)
+		                                                      : sallocx(p, 0)) |
+		                         (((uintptr_t)p & (SM_PAGE - 1)) >> 4),
+		                 __ATOMIC_RELAXED);
 }
 
+/* Relaxed atomics: a valid program never races on a word (the block's
+ * holder alone reads or writes it), but a buggy one's stale check may meet
+ * another thread's set; same instructions as plain ones on x86-64. */
 static void large_size_clear(void *p)
 {
 	if (_sm_large_sizes)
-		*large_size_word(p) = 0;
+		__atomic_store_n(large_size_word(p), 0, __ATOMIC_RELAXED);
 }
 
 /* Whether p is the start of a live large block by the map: false for a
@@ -454,9 +459,11 @@ bool _sm_backend_large_live(const void *p)
 	if (!_sm_large_sizes)
 		return true;
 	if ((uintptr_t)p >= atomic_load_explicit(&large_range.next, memory_order_relaxed))
-		return false; /* its word may not even be mapped */
-	size_t w = *large_size_word(p);
-	return w != 0 && (w & SM_LARGE_WORD_OFFSET) == (((uintptr_t)p & (SM_PAGE - 1)) >> 4);
+		return false; /* its word may not even be mapped (below the bump, a
+		               * word that range_alloc has yet to open, or failed to,
+		               * makes a never-allocated pointer fault instead) */
+	size_t w = __atomic_load_n(large_size_word(p), __ATOMIC_RELAXED);
+	return w != 0 && (w & SM_LARGE_WORD_OFFSET) << 4 == ((uintptr_t)p & (SM_PAGE - 1));
 }
 
 /* A nested free of a large block, which is deferred (alloc.c): the block
@@ -752,7 +759,7 @@ void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)
 		return NULL; /* rallocx would move it to arena 0 */
 	/* rallocx may free p's memory and hand it out again at once: p's word
 	 * goes first, and comes back if p stays where it was, unchanged. */
-	size_t word = _sm_large_sizes ? *large_size_word(p) : 0;
+	size_t word = _sm_large_sizes ? __atomic_load_n(large_size_word(p), __ATOMIC_RELAXED) : 0;
 	large_size_clear(p);
 	void *q = rallocx(p, size, MALLOCX_ARENA(ind) | tcache_flag(tc));
 	if (q && sm_unlikely(!slot_is_large(slot_of(q))))
@@ -760,7 +767,7 @@ void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc)
 	if (q)
 		large_size_set(q, size, 0);
 	else if (_sm_large_sizes)
-		*large_size_word(p) = word;
+		__atomic_store_n(large_size_word(p), word, __ATOMIC_RELAXED);
 	return q;
 }
 

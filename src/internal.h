@@ -154,7 +154,8 @@ extern uintptr_t _sm_large_sizes_base sm_hidden;
 static inline size_t large_size_mapped(const void *p)
 {
 	return _sm_large_sizes
-	               ? _sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12] &
+	               ? __atomic_load_n(&_sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12],
+	                                 __ATOMIC_RELAXED) &
 	                         ~SM_LARGE_WORD_OFFSET
 	               : 0;
 }

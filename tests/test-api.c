@@ -683,6 +683,12 @@ static void free_inside_large(void)
 	FREE(p + 4096);
 }
 
+static void free_inside_small_bin(void)
+{
+	char *volatile p = MALLOC(6000); /* one of jemalloc's small bins, in the large arena */
+	FREE(p + 8);
+}
+
 static void realloc_freed_large(void)
 {
 	char *volatile p = MALLOC(20000);
@@ -1156,13 +1162,14 @@ static void test_bad_free(void)
 	      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0 &&
 	      strchr(err, '\n') == err + strlen(err) - 1);
 	static void (*const large_bad[])(void) = { free_twice_large, free_inside_large,
-	                                            realloc_freed_large };
+	                                            free_inside_small_bin, realloc_freed_large };
 	static const char *const large_what[] = {
 		"free(p); free(p) of a 100000-byte block aborts: not a live large block",
 		"free(p + 4096) of a 100000-byte block aborts: not a live large block",
+		"free(p + 8) of a 6000-byte block aborts: not a live large block",
 		"realloc of a freed 20000-byte block aborts: not a live large block",
 	};
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		st = in_child(large_bad[i], err, sizeof err);
 		CHECK(large_what[i], WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
 		                         strncmp(err, "sigmalloc: ", 11) == 0 &&
