@@ -403,11 +403,6 @@ static uintptr_t reserve_layout(uint32_t *large_slots)
 size_t *_sm_large_sizes;
 uintptr_t _sm_large_sizes_base;
 
-static inline size_t *large_size_word(const void *p)
-{
-	return &_sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12];
-}
-
 static void large_sizes_init(uintptr_t large_start, uintptr_t large_end)
 {
 	size_t bytes = (large_end - large_start) / 4096 * sizeof(size_t);

@@ -151,12 +151,15 @@ size_t _sm_backend_usable_large(void *p) sm_hidden;
 extern size_t *_sm_large_sizes sm_hidden;
 extern uintptr_t _sm_large_sizes_base sm_hidden;
 #define SM_LARGE_WORD_OFFSET ((size_t)1023) /* a word's bits for the block's offset in its page */
+/* The word of the page p starts in (the map must exist). */
+static inline size_t *large_size_word(const void *p)
+{
+	return &_sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12];
+}
 static inline size_t large_size_mapped(const void *p)
 {
 	return _sm_large_sizes
-	               ? __atomic_load_n(&_sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12],
-	                                 __ATOMIC_RELAXED) &
-	                         ~SM_LARGE_WORD_OFFSET
+	               ? __atomic_load_n(large_size_word(p), __ATOMIC_RELAXED) & ~SM_LARGE_WORD_OFFSET
 	               : 0;
 }
 /* Whether p starts a live large block (the map says so, or there is none). */

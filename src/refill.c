@@ -751,10 +751,10 @@ void *_sm_large_realloc(void *p, size_t size)
 	/* Still in the block's jemalloc size class: nothing to do, with one
 	 * lookup instead of rallocx's whole path (append-style growth crosses
 	 * a large size class, 4 per doubling, only every 12-25 %). sm_realloc
-	 * has asked the map of large blocks already; this asks jemalloc where
-	 * the map is missing. A shrink to a smaller class goes to rallocx,
-	 * which gives the tail back. */
-	if (_sm_backend_same_large_class(p, size))
+	 * has asked the map of large blocks already (a live block always has
+	 * its word there); this asks jemalloc only where the map is missing. A
+	 * shrink to a smaller class goes to rallocx, which gives the tail back. */
+	if (!_sm_large_sizes && _sm_backend_same_large_class(p, size))
 		return p;
 	struct sm_thread *t = &_sm_thread;
 	struct sm_cache *c = cache_for_large(t);

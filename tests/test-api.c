@@ -1129,6 +1129,13 @@ static void test_inbox_overflow(void)
 }
 #endif
 
+/* The child died of SIGABRT after one line on stderr that starts with prefix. */
+static bool one_line_abort(int st, const char *err, const char *prefix)
+{
+	return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	       strncmp(err, prefix, strlen(prefix)) == 0 && strchr(err, '\n') == err + strlen(err) - 1;
+}
+
 static void test_bad_free(void)
 {
 	BANNER("free of a pointer never allocated");
@@ -1158,9 +1165,7 @@ static void test_bad_free(void)
 	      strncmp(err, "sigmalloc: free(): invalid pointer", 34) == 0);
 	st = in_child(free_twice, err, sizeof err);
 	CHECK("free(p); free(p) aborts with a one-line sigmalloc: double free message",
-	      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
-	      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0 &&
-	      strchr(err, '\n') == err + strlen(err) - 1);
+	      one_line_abort(st, err, "sigmalloc: free(): double free of 0x"));
 	static void (*const large_bad[])(void) = { free_twice_large, free_inside_large,
 	                                            free_inside_small_bin, realloc_freed_large };
 	static const char *const large_what[] = {
@@ -1171,10 +1176,8 @@ static void test_bad_free(void)
 	};
 	for (int i = 0; i < 4; i++) {
 		st = in_child(large_bad[i], err, sizeof err);
-		CHECK(large_what[i], WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
-		                         strncmp(err, "sigmalloc: ", 11) == 0 &&
-		                         strstr(err, "(not a live large block") &&
-		                         strchr(err, '\n') == err + strlen(err) - 1);
+		CHECK(large_what[i], one_line_abort(st, err, "sigmalloc: ") &&
+		                         strstr(err, "(not a live large block"));
 	}
 #ifdef SM_TEST_CORE
 	st = in_child(free_twice_slow, err, sizeof err);
@@ -1184,21 +1187,15 @@ static void test_bad_free(void)
 	if (_sm_pool_bytes) {
 		st = in_child(free_twice_pool, err, sizeof err);
 		CHECK("free(a); free(b); free(a) of pool blocks aborts at the trim: double free",
-		      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
-		      strncmp(err, "sigmalloc: free(): double free of 0x", 36) == 0 &&
-		      strstr(err, "found by a trim of the 64-byte pool") &&
-		      strchr(err, '\n') == err + strlen(err) - 1);
+		      one_line_abort(st, err, "sigmalloc: free(): double free of 0x") &&
+		      strstr(err, "found by a trim of the 64-byte pool"));
 		st = in_child(free_interior_pool, err, sizeof err);
 		CHECK("free(p + 16) of a 48-byte pool block aborts at the trim: invalid pointer",
-		      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
-		      strncmp(err, "sigmalloc: free(): invalid pointer 0x", 37) == 0 &&
-		      strstr(err, "inside a block of the 48-byte pool") &&
-		      strchr(err, '\n') == err + strlen(err) - 1);
+		      one_line_abort(st, err, "sigmalloc: free(): invalid pointer 0x") &&
+		      strstr(err, "inside a block of the 48-byte pool"));
 		st = in_child(free_uncarved_pool, err, sizeof err);
 		CHECK("a free in a pool's uncarved part aborts by malloc_trim, naming the pointer",
-		      WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
-		      strncmp(err, "sigmalloc: free(): invalid pointer 0x", 37) == 0 &&
-		      strchr(err, '\n') == err + strlen(err) - 1);
+		      one_line_abort(st, err, "sigmalloc: free(): invalid pointer 0x"));
 	}
 #endif
 	st = in_child(realloc_interior, err, sizeof err);

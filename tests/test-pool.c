@@ -35,6 +35,11 @@ static unsigned narenas(void)
 	return n;
 }
 
+static bool in_pool(const void *p)
+{
+	return (((uintptr_t)p - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
+}
+
 /* The churn of the last part: 256 live blocks per thread, of random classes,
  * each filled with a tag of its thread and slot, checked before its free. */
 enum { CHURN_LIVE = 256, CHURN_OPS = 200000 };
@@ -66,7 +71,7 @@ static void *churn(void *arg)
 			bad++;
 			continue;
 		}
-		pooled += (((uintptr_t)live[i] - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
+		pooled += in_pool(live[i]);
 		memset(live[i], tag, size[i]);
 	}
 	for (uint32_t i = 0; i < CHURN_LIVE; i++)
@@ -76,11 +81,6 @@ static void *churn(void *arg)
 	atomic_fetch_add(&churn_bad, bad);
 	atomic_fetch_add(&churners_done, 1);
 	return NULL;
-}
-
-static bool in_pool(const void *p)
-{
-	return (((uintptr_t)p - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
 }
 
 static uint64_t pool_free_bytes(void)
