@@ -115,8 +115,11 @@ static void *range_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t 
 	                                                memory_order_relaxed));
 	/* The reservation is PROT_NONE: make this extent usable. It stays so for
 	 * good (decommit opts out), so commit charge is taken once here; the
-	 * same for the words of the large blocks' map that cover it. */
-	if ((r == &large_range && !large_sizes_open(start, end)) ||
+	 * same for the words of the large blocks' map that cover it, opened from
+	 * the old bump point (cur, after the exchange), so that an alignment
+	 * gap below this extent has readable words too (0: no block) and a free
+	 * of a pointer into it aborts with the message instead of faulting. */
+	if ((r == &large_range && !large_sizes_open(cur, end)) ||
 	    mprotect((void *)start, size, PROT_READ | PROT_WRITE) != 0)
 		return NULL; /* the address space stays burnt; jemalloc reports OOM */
 	*zero = true;
@@ -455,8 +458,10 @@ bool _sm_backend_large_live(const void *p)
 		return true;
 	if ((uintptr_t)p >= atomic_load_explicit(&large_range.next, memory_order_relaxed))
 		return false; /* its word may not even be mapped (below the bump, a
-		               * word that range_alloc has yet to open, or failed to,
-		               * makes a never-allocated pointer fault instead) */
+		               * word that range_alloc has yet to open, in the
+		               * moment between its exchange and its mprotect, or
+		               * failed to open, makes a never-allocated pointer
+		               * fault instead) */
 	size_t w = __atomic_load_n(large_size_word(p), __ATOMIC_RELAXED);
 	return w != 0 && (w & SM_LARGE_WORD_OFFSET) << 4 == ((uintptr_t)p & (SM_PAGE - 1));
 }
