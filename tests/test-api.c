@@ -32,6 +32,7 @@
 #ifdef SM_TEST_CORE
 #include "sigmalloc.h"
 #include "lockless.h"
+#include "internal.h"
 #include "types.h"
 extern __thread struct sm_thread _sm_thread;
 void _sm_refiller_barrier(void); /* refiller.c: waits for the refill thread's work in progress */
@@ -724,11 +725,6 @@ static void free_uncarved_pool(void)
 
 /* A second free of a pool object that is not on top of the bucket (the
  * hit path's check): caught when malloc_trim marks the pool's free list. */
-static bool pool_block(const void *p)
-{
-	return (((uintptr_t)p - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
-}
-
 static void not_pool_blocks(void)
 {
 	fputs("test: the blocks are not the pool's\n", stderr);
@@ -739,7 +735,7 @@ static void free_twice_pool(void)
 {
 	sm_malloc_trim(0); /* every cached block back, the pool's to the pool */
 	char *a = MALLOC(64), *b = MALLOC(64);
-	if (!pool_block(a) || !pool_block(b))
+	if (!_sm_pool_holds(a) || !_sm_pool_holds(b))
 		not_pool_blocks();
 	FREE(a);
 	FREE(b);
@@ -753,7 +749,7 @@ static void free_interior_pool(void)
 {
 	sm_malloc_trim(0);
 	char *a = MALLOC(48);
-	if (!pool_block(a) || USABLE(a) != 48)
+	if (!_sm_pool_holds(a) || USABLE(a) != 48)
 		not_pool_blocks();
 	FREE(a + 16);
 	sm_malloc_trim(0);

@@ -20,6 +20,7 @@
 
 #include "sigmalloc.h"
 #include "testhelper.h"
+#include "internal.h"
 #include "types.h"
 
 extern uintptr_t _sm_base;        /* backend.c */
@@ -33,11 +34,6 @@ static unsigned narenas(void)
 	size_t len = sizeof n;
 	mallctl("arenas.narenas", &n, &len, NULL, 0);
 	return n;
-}
-
-static bool in_pool(const void *p)
-{
-	return (((uintptr_t)p - _sm_base) & (SM_SLOT_SIZE - 1)) < _sm_pool_bytes;
 }
 
 /* The churn of the last part: 256 live blocks per thread, of random classes,
@@ -71,7 +67,7 @@ static void *churn(void *arg)
 			bad++;
 			continue;
 		}
-		pooled += in_pool(live[i]);
+		pooled += _sm_pool_holds(live[i]);
 		memset(live[i], tag, size[i]);
 	}
 	for (uint32_t i = 0; i < CHURN_LIVE; i++)
@@ -140,7 +136,7 @@ int main(void)
 		for (int i = 0; i < FEW; i++) {
 			v[c][i] = sm_malloc(_sm_class_size[c]);
 			memset(v[c][i], (int)c, _sm_class_size[c]);
-			all_pooled &= in_pool(v[c][i]);
+			all_pooled &= _sm_pool_holds(v[c][i]);
 		}
 	unsigned used_arenas = narenas();
 	fprintf(stderr, "%u arenas after %d objects of each of %u classes\n", used_arenas, FEW,
@@ -165,7 +161,7 @@ int main(void)
 		/* Before a trim, freed objects wait in the thread's cache or on
 		 * their pool's list; a new one comes from either. */
 		void *again = sm_malloc(64);
-		CHECK("a freed pool object is reused", in_pool(again));
+		CHECK("a freed pool object is reused", _sm_pool_holds(again));
 		sm_free(again);
 	}
 	const uint64_t carved_before = pool_carved_bytes();
@@ -179,7 +175,7 @@ int main(void)
 		CHECK("malloc_trim uncarves the pools' free tops",
 		      pool_carved_bytes() < carved_before / 2 && pool_free_bytes() < carved_before / 2);
 		void *again = sm_malloc(64);
-		CHECK("the pool carves again after a trim", in_pool(again));
+		CHECK("the pool carves again after a trim", _sm_pool_holds(again));
 		sm_free(again);
 	}
 
@@ -193,7 +189,7 @@ int main(void)
 	for (uint32_t i = 0; i < n; i++) {
 		w[i] = sm_malloc(64);
 		memcpy(w[i], &i, sizeof i);
-		pooled += in_pool(w[i]);
+		pooled += _sm_pool_holds(w[i]);
 	}
 	fprintf(stderr, "%u of %u objects of 64 B from the pool; %u arenas\n", pooled, n, narenas());
 	/* All but what the thread's cache and the nested reserves hold. */
@@ -223,7 +219,7 @@ int main(void)
 	for (uint32_t i = 0; i < n; i++) {
 		w[i] = sm_malloc(64);
 		memset(w[i], 1, 64);
-		pooled += in_pool(w[i]);
+		pooled += _sm_pool_holds(w[i]);
 	}
 	if (pools_on)
 		CHECK("after the trim the pool serves its objects again", pooled + 64 >= pool_objects);
@@ -235,7 +231,7 @@ int main(void)
 	uint32_t kept = 0, freed = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uintptr_t page = ((uintptr_t)w[i] - _sm_base) / 4096;
-		if (in_pool(w[i]) && page % 4 == 0 && ((uintptr_t)w[i] & 4095) == 0) {
+		if (_sm_pool_holds(w[i]) && page % 4 == 0 && ((uintptr_t)w[i] & 4095) == 0) {
 			memset(w[i], 0x5a, 64);
 			kept++;
 		} else {
@@ -267,7 +263,7 @@ int main(void)
 		if (!w[i]) {
 			w[i] = sm_malloc(64);
 			memcpy(w[i], &i, sizeof i);
-			repooled += in_pool(w[i]);
+			repooled += _sm_pool_holds(w[i]);
 		}
 	intact = true;
 	for (uint32_t i = 0; i < n; i++) {
