@@ -53,7 +53,8 @@
  *
  * Instruction count of a hit (x86-64, gcc 12 -O2, counting the ret; see
  * `objdump -d build/preload/libsigmalloc.so` at malloc and free, and
- * docs/PERFORMANCE.md): malloc 25, free 29; no call, no locked instruction.
+ * docs/PERFORMANCE.md): malloc 25, free 30 (gdb's 57 per pair adds the
+ * two PLT jumps); no call, no locked instruction.
  * Of those, 3 are the depth window, 3 of free's the alignment check of the
  * pointer (class_pointer_misaligned), 2 its double-free check (the top
  * slot), 1 the GOT load of the TLS offset (a
