@@ -142,10 +142,14 @@ static sm_noinline sm_cold void bad_large_pointer(const char *fn, void *p)
 	          "inside one, or never allocated)\n", fn, p);
 }
 
-static inline void check_large_pointer(const char *fn, void *p)
+/* Aborts unless p starts a live large block; returns its usable size by
+ * the map (0: no map, ask jemalloc). One load of the map's word. */
+static inline size_t check_large_pointer(const char *fn, void *p)
 {
-	if (sm_unlikely(!_sm_backend_large_live(p)))
+	size_t usable;
+	if (sm_unlikely(!_sm_backend_large_live(p, &usable)))
 		bad_large_pointer(fn, p);
+	return usable;
 }
 
 /* ------------------------------------------------------------------------
@@ -259,7 +263,7 @@ static sm_noinline void free_other(void *p)
 	}
 	if (sm_unlikely(!slot_is_large(slot)))
 		bad_pointer("free", p);
-	check_large_pointer("free", p);
+	(void)check_large_pointer("free", p);
 	if (depth_enter(t) == 0) {
 		_sm_large_free(p);
 	} else {
@@ -452,10 +456,10 @@ void *sm_realloc(void *p, size_t size)
 	}
 	if (!slot_is_large(slot))
 		bad_pointer("realloc", p);
-	check_large_pointer("realloc", p);
-	/* Still in its jemalloc size class: p stays, from one load of the map
-	 * of large blocks, at any depth (no jemalloc, no window). */
-	if (large_class_holds(large_size_mapped(p), size))
+	/* Still in its jemalloc size class: p stays, from the one load of the
+	 * map of large blocks that checked it, at any depth (no jemalloc, no
+	 * window). */
+	if (large_class_holds(check_large_pointer("realloc", p), size))
 		return p;
 	struct sm_thread *t = &_sm_thread;
 	void *q = NULL;
@@ -499,13 +503,12 @@ size_t sm_malloc_usable_size(void *p)
 	}
 	if (!slot_is_large(slot))
 		bad_pointer("malloc_usable_size", p);
-	check_large_pointer("malloc_usable_size", p);
+	size_t n = check_large_pointer("malloc_usable_size", p);
+	if (n)
+		return n; /* from the map, at any depth */
 	struct sm_thread *t = &_sm_thread;
-	size_t n;
 	if (depth_enter(t) == 0)
-		n = _sm_backend_usable_large(p);
-	else
-		n = large_size_mapped(p); /* nested: no jemalloc */
+		n = _sm_backend_usable_large(p); /* no map: jemalloc, not nested */
 	depth_leave(t);
 	return n;
 }

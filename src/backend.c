@@ -451,9 +451,12 @@ static void large_size_clear(void *p)
  * pointer past what the large range has carved, a page where no live
  * block starts (freed, or never one), or an offset that is not the
  * block's (inside one). A plain load: safe in a signal handler. True when
- * there is no map (nothing to check against). */
-bool _sm_backend_large_live(const void *p)
+ * there is no map (nothing to check against). *usable: the block's usable
+ * size from the same load (0 without a map: ask jemalloc), so that no
+ * caller reads the word twice. */
+bool _sm_backend_large_live(const void *p, size_t *usable)
 {
+	*usable = 0;
 	if (!_sm_large_sizes)
 		return true;
 	if ((uintptr_t)p >= atomic_load_explicit(&large_range.next, memory_order_relaxed))
@@ -463,6 +466,7 @@ bool _sm_backend_large_live(const void *p)
 		               * failed to open, makes a never-allocated pointer
 		               * fault instead) */
 	size_t w = __atomic_load_n(large_size_word(p), __ATOMIC_RELAXED);
+	*usable = w & ~SM_LARGE_WORD_OFFSET;
 	return w != 0 && (w & SM_LARGE_WORD_OFFSET) << 4 == ((uintptr_t)p & (SM_PAGE - 1));
 }
 
@@ -730,6 +734,14 @@ void *_sm_backend_alloc_record(size_t size)
 void _sm_backend_free_record(void *p)
 {
 	dallocx(p, MALLOCX_TCACHE_NONE);
+}
+
+/* The usable size of the live large block p by the map; 0 without one. */
+static size_t large_size_mapped(const void *p)
+{
+	return _sm_large_sizes
+	               ? __atomic_load_n(large_size_word(p), __ATOMIC_RELAXED) & ~SM_LARGE_WORD_OFFSET
+	               : 0;
 }
 
 size_t _sm_backend_usable_large(void *p)

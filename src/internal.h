@@ -156,14 +156,9 @@ static inline size_t *large_size_word(const void *p)
 {
 	return &_sm_large_sizes[((uintptr_t)p - _sm_large_sizes_base) >> 12];
 }
-static inline size_t large_size_mapped(const void *p)
-{
-	return _sm_large_sizes
-	               ? __atomic_load_n(large_size_word(p), __ATOMIC_RELAXED) & ~SM_LARGE_WORD_OFFSET
-	               : 0;
-}
-/* Whether p starts a live large block (the map says so, or there is none). */
-bool _sm_backend_large_live(const void *p) sm_hidden;
+/* Whether p starts a live large block (the map says so, or there is none);
+ * *usable: its usable size by the map, 0 without one. */
+bool _sm_backend_large_live(const void *p, size_t *usable) sm_hidden;
 /* A nested free of large block p: no longer live (its free is deferred). */
 void _sm_backend_large_forget(void *p) sm_hidden;
 /* jemalloc's usable size of a request above 4 KiB without an alignment:
@@ -182,7 +177,7 @@ static inline size_t large_usable_of(size_t size)
  * `usable` (0: not known, never). */
 static inline bool large_class_holds(size_t usable, size_t size)
 {
-	return size > SM_MAX_SMALL && size <= usable && large_usable_of(size) == usable;
+	return size > SM_MAX_SMALL && large_usable_of(size) == usable; /* >= size */
 }
 bool _sm_backend_same_large_class(void *p, size_t size) sm_hidden;
 void *_sm_backend_realloc_large(void *p, size_t size, uint32_t arena, int tc) sm_hidden;
