@@ -115,11 +115,10 @@ static void *range_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t 
 	                                                memory_order_relaxed));
 	/* The reservation is PROT_NONE: make this extent usable. It stays so for
 	 * good (decommit opts out), so commit charge is taken once here; the
-	 * same for the words of the large blocks' map that cover it, opened from
-	 * the old bump point (cur, after the exchange), so that an alignment
-	 * gap below this extent has readable words too (0: no block) and a free
-	 * of a pointer into it aborts with the message instead of faulting. */
-	if ((r == &large_range && !large_sizes_open(cur, end)) ||
+	 * same for the words of the large blocks' map that cover it (writable
+	 * now; every word was readable already, so that a failure here, or an
+	 * alignment gap below start, leaves words that read 0: no block). */
+	if ((r == &large_range && !large_sizes_open(start, end)) ||
 	    mprotect((void *)start, size, PROT_READ | PROT_WRITE) != 0)
 		return NULL; /* the address space stays burnt; jemalloc reports OOM */
 	*zero = true;
@@ -389,9 +388,14 @@ static uintptr_t reserve_layout(uint32_t *large_slots)
  * realloc and malloc_usable_size whether a pointer starts a live large
  * block (a second free, or a pointer inside one, aborts: alloc.c).
  *
- * The map is reserved PROT_NONE, as the range is, and its words become
- * writable with the extents they cover (range_alloc), so that commit
- * charge (vm.overcommit_memory=2) follows the large range in use.
+ * The map is reserved read-only, its words all 0, and they become writable
+ * with the extents they cover (range_alloc), so that commit charge
+ * (vm.overcommit_memory=2) follows the large range in use: a private
+ * mapping takes commit charge only while it is writable, and a read of a
+ * page never written maps the shared zero page. So every word below the
+ * bump can be read, also where range_alloc's mprotect failed (ENOMEM: a
+ * commit limit, RLIMIT_DATA, the map count), and a free of a pointer there
+ * reads 0 and aborts with the message instead of faulting.
  *
  * A word is the block's usable size (a multiple of 1 KiB: every jemalloc
  * class above 4 KiB is) with, in its low bits, the block's offset in its
@@ -409,7 +413,7 @@ uintptr_t _sm_large_sizes_base;
 static void large_sizes_init(uintptr_t large_start, uintptr_t large_end)
 {
 	size_t bytes = (large_end - large_start) / 4096 * sizeof(size_t);
-	void *m = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *m = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (m == MAP_FAILED)
 		return; /* every lookup asks jemalloc */
 	_sm_large_sizes_base = large_start;
@@ -460,14 +464,17 @@ bool _sm_backend_large_live(const void *p, size_t *usable)
 	if (!_sm_large_sizes)
 		return true;
 	if ((uintptr_t)p >= atomic_load_explicit(&large_range.next, memory_order_relaxed))
-		return false; /* its word may not even be mapped (below the bump, a
-		               * word that range_alloc has yet to open, in the
-		               * moment between its exchange and its mprotect, or
-		               * failed to open, makes a never-allocated pointer
-		               * fault instead) */
+		return false; /* past what was ever carved: no block starts there */
 	size_t w = __atomic_load_n(large_size_word(p), __ATOMIC_RELAXED);
 	*usable = w & ~SM_LARGE_WORD_OFFSET;
 	return w != 0 && (w & SM_LARGE_WORD_OFFSET) << 4 == ((uintptr_t)p & (SM_PAGE - 1));
+}
+
+/* The large range's bump point: every address below it was carved, the
+ * addresses of an extent whose mprotect failed included (tests). */
+uintptr_t _sm_backend_large_carved(void)
+{
+	return atomic_load_explicit(&large_range.next, memory_order_relaxed);
 }
 
 /* A nested free of a large block, which is deferred (alloc.c): the block

@@ -159,6 +159,8 @@ static inline size_t *large_size_word(const void *p)
 /* Whether p starts a live large block (the map says so, or there is none);
  * *usable: its usable size by the map, 0 without one. */
 bool _sm_backend_large_live(const void *p, size_t *usable) sm_hidden;
+/* The large range's bump point (tests). */
+uintptr_t _sm_backend_large_carved(void) sm_hidden;
 /* A nested free of large block p: no longer live (its free is deferred). */
 void _sm_backend_large_forget(void *p) sm_hidden;
 /* jemalloc's usable size of a request above 4 KiB without an alignment:

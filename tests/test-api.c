@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -754,6 +755,29 @@ static void free_interior_pool(void)
 	FREE(a + 16);
 	sm_malloc_trim(0);
 }
+
+/* A free into large address space whose map words never became writable:
+ * with RLIMIT_DATA at one page, range_alloc's mprotect of the map fails, the
+ * malloc returns NULL, and the extent's addresses stay burnt (backend.c).
+ * The free of a pointer in the middle of them must read a word of 0 and
+ * abort with the message (with the map reserved PROT_NONE it faulted). Exit
+ * codes 3-5: the set-up did not happen, so the check would show nothing. */
+static void free_in_failed_large_extent(void)
+{
+	FREE(MALLOC(100000)); /* the large arena and its first extent exist */
+	uintptr_t before = _sm_backend_large_carved();
+	struct rlimit one_page = { 4096, 4096 };
+	if (setrlimit(RLIMIT_DATA, &one_page) != 0)
+		_exit(3);
+	errno = 0;
+	void *volatile q = MALLOC((size_t)64 << 20);
+	if (q || errno != ENOMEM)
+		_exit(4);
+	uintptr_t after = _sm_backend_large_carved();
+	if (after - before < ((uintptr_t)8 << 20))
+		_exit(5); /* nothing burnt: no page of the map was left unopened */
+	FREE((void *)(((before + after) / 2) & ~(uintptr_t)4095));
+}
 #endif
 
 static void realloc_interior(void)
@@ -1193,6 +1217,13 @@ static void test_bad_free(void)
 		CHECK("a free in a pool's uncarved part aborts by malloc_trim, naming the pointer",
 		      one_line_abort(st, err, "sigmalloc: free(): invalid pointer 0x"));
 	}
+	st = in_child(free_in_failed_large_extent, err, sizeof err);
+	if (WIFEXITED(st))
+		fprintf(stderr, "(the child exited %d: 3-5 is a set-up that failed)\n", WEXITSTATUS(st));
+	CHECK("a free into large address space whose map failed to open (ENOMEM) aborts: not a "
+	      "live large block",
+	      one_line_abort(st, err, "sigmalloc: free(): invalid pointer 0x") &&
+	              strstr(err, "(not a live large block"));
 #endif
 	st = in_child(realloc_interior, err, sizeof err);
 	CHECK("realloc(p + 32) of a 256-byte block aborts with a sigmalloc: message",
