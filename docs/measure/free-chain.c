@@ -20,12 +20,19 @@
  *      has NULL (tested: its calls take the depth window out of line)
  *   6  as 7, but free is handed the class (no p -> class step at all;
  *      docs/measure/bucket-layouts.c 6)
+ *  12  session 11: split counters (docs/measure/split-counters.patch): the
+ *      bucket counts pops (written by malloc only) and pushes (by free
+ *      only), its count their difference, so that no word goes from a
+ *      malloc to the next free and back; free predicts the class as in 8
+ *  13  split counters, free computes the class from p as in 7
+ *  14  split counters, free handed the class as in 6
  * Prints ns and TSC ticks per pair. Pin it; variant 0 runs every variant
  * in this one process, 8 rounds (this guest's launches run the same code at
  * one of two speeds, about 7 or 13 ticks per pair: compare within a launch):
  *   gcc -O2 -o /tmp/free-chain docs/measure/free-chain.c
  *   taskset -c 1 /tmp/free-chain 0 10000000
- *   for v in 7 8 9 10 11 6; do taskset -c 1 /tmp/free-chain $v 50000000; done
+ *   for v in 7 8 9 10 11 6 12 13 14; do taskset -c 1 /tmp/free-chain $v 50000000; done
+ * (variant 0 runs 7, 8, 6, 12, 13 and 14)
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -62,6 +69,38 @@ static __thread struct thread T __attribute__((aligned(4096)));
 static const char cs_desc[32] __attribute__((aligned(32)));
 
 NI void die(void) { abort(); }
+
+struct sbucket {
+	void **slots;
+	uint64_t pops;   /* malloc hits: written by malloc only */
+	uint64_t pushes; /* free hits: written by free only */
+	uint32_t low, high;
+} __attribute__((aligned(64)));
+static struct sbucket SB[NCLS];
+static __thread struct sbucket *sbp;
+static inline void *spop(size_t cls)
+{
+	struct sbucket *b = sbp + cls;
+	uint64_t pops = b->pops;
+	size_t n = (uint32_t)(b->pushes - pops);
+	if (unlikely(n <= b->low))
+		die();
+	b->pops = pops + 1;
+	return b->slots[n - 1];
+}
+static inline void spush(size_t cls, void *p)
+{
+	struct sbucket *b = sbp + cls;
+	uint64_t pushes = b->pushes;
+	size_t n = (uint32_t)(pushes - b->pops);
+	if (unlikely(b->slots[(ptrdiff_t)n - 1] == p))
+		die();
+	if (unlikely(n >= b->high))
+		die();
+	b->slots[n] = p;
+	b->pushes = pushes + 1;
+}
+
 
 static inline uint32_t enter(struct thread *t)
 {
@@ -242,6 +281,65 @@ NI void f6(void *p, size_t cls)
 	leave(t);
 }
 
+
+/* 12: split counters, free predicts */
+NI void *m12(size_t size)
+{
+	struct thread *t = &T;
+	size_t cls = class_of(t, size);
+	t->last = (uint32_t)cls;
+	if (unlikely(enter(t)))
+		die();
+	void *p = spop(cls);
+	leave(t);
+	return p;
+}
+NI void f13(void *p);
+NI void f12(void *p)
+{
+	struct thread *t = &T;
+	size_t guess = t->last;
+	__asm__("" : "+r"(guess));
+	uintptr_t slot = slot_of(t, p);
+	if (unlikely(slot != guess)) {
+		f13(p);
+		return;
+	}
+	if (unlikely(enter(t)))
+		die();
+	spush(guess, p);
+	leave(t);
+}
+/* 13: split counters, class from p */
+NI void *m13(size_t size)
+{
+	struct thread *t = &T;
+	size_t cls = class_of(t, size);
+	if (unlikely(enter(t)))
+		die();
+	void *p = spop(cls);
+	leave(t);
+	return p;
+}
+NI void f13(void *p)
+{
+	struct thread *t = &T;
+	uintptr_t slot = slot_of(t, p);
+	if (unlikely(enter(t)))
+		die();
+	spush(slot, p);
+	leave(t);
+}
+/* 14: split counters, free handed the class */
+NI void f14(void *p, size_t cls)
+{
+	struct thread *t = &T;
+	if (unlikely(enter(t)))
+		die();
+	spush(cls, p);
+	leave(t);
+}
+
 static inline uint64_t rd(void)
 {
 	unsigned lo, hi;
@@ -273,6 +371,13 @@ static void run(int v, long N, size_t size, size_t cls)
 		case 11:
 			p = m11(size);
 			break;
+		case 12:
+			p = m12(size);
+			break;
+		case 13:
+		case 14:
+			p = m13(size);
+			break;
 		default:
 			p = m7(size);
 			break;
@@ -295,6 +400,15 @@ static void run(int v, long N, size_t size, size_t cls)
 			break;
 		case 11:
 			f11(p);
+			break;
+		case 12:
+			f12(p);
+			break;
+		case 13:
+			f13(p);
+			break;
+		case 14:
+			f14(p, cls);
 			break;
 		default:
 			f7(p);
@@ -333,6 +447,15 @@ int main(int argc, char **argv)
 	b->tally = K;
 	b->low = 0;
 	b->high = 4000;
+	static void *sstk[4097];
+	for (size_t i = 0; i < K; i++)
+		sstk[1 + i] = stk[1 + i];
+	sbp = SB;
+	SB[cls].slots = sstk + 1;
+	SB[cls].pushes = K;
+	SB[cls].pops = 0;
+	SB[cls].low = 0;
+	SB[cls].high = 4000;
 	if (class_of(t, size) != cls)
 		return 2;
 	if (v != 0) {
@@ -341,7 +464,7 @@ int main(int argc, char **argv)
 	}
 	/* 0: every variant in this one process, in rounds (a launch's layout
 	 * and the host's mood move all of them alike) */
-	static const int vs[] = {7, 8, 9, 10, 11, 6};
+	static const int vs[] = {7, 8, 6, 12, 13, 14};
 	for (int r = 0; r < 8; r++)
 		for (unsigned k = 0; k < sizeof vs / sizeof vs[0]; k++)
 			run(vs[k], N, size, cls);
