@@ -5,6 +5,14 @@
  * over many launches (pair-launches.sh), not within one.
  *
  *   gcc -O2 -o /tmp/pair-loop docs/measure/pair-loop.c
+ *
+ * Session 11: the same loop over the static core (sm_malloc/sm_free linked
+ * into the program: local-exec TLS, no PLT), and with TLS_PAGE_OFF a
+ * page-aligned word holding -4096 at that page offset, for
+ * docs/measure/tls-immediate.py exe ... tls_page+TLS_PAGE_OFF:
+ *   gcc -O2 -DSTATIC_CORE -Iinclude -o /tmp/pair-static docs/measure/pair-loop.c \
+ *       build/src/libsigmalloc-core.a -ljemalloc -lpthread
+ *   gcc -O2 -DSTATIC_CORE -DTLS_PAGE_OFF=0x9e0 -Iinclude -o /tmp/pair-static-9e0 ...
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +21,14 @@
 
 #include "clock.h"
 
+#ifdef STATIC_CORE
+#include "sigmalloc.h"
+#define malloc sm_malloc
+#define free sm_free
+#endif
+#ifdef TLS_PAGE_OFF
+__attribute__((used, aligned(4096))) const long tls_page[512] = { [(TLS_PAGE_OFF) / 8] = -4096 };
+#endif
 
 int main(int argc, char **argv)
 {
