@@ -452,19 +452,19 @@ static void large_size_clear(void *p)
 }
 
 /* Whether p is the start of a live large block by the map: false for a
- * pointer past what the large range has carved, a page where no live
- * block starts (freed, or never one), or an offset that is not the
- * block's (inside one). A plain load: safe in a signal handler. True when
- * there is no map (nothing to check against). *usable: the block's usable
- * size from the same load (0 without a map: ask jemalloc), so that no
- * caller reads the word twice. */
+ * page where no live block starts (freed, never one, or past what the large
+ * range has carved: the map is readable over the whole range and nothing
+ * writes a word there), or an offset that is not the block's (inside one).
+ * p must be in the large range (slot_is_large: every caller checks it), which
+ * the map covers. A plain load: safe in a signal handler. True when there is
+ * no map (nothing to check against). *usable: the block's usable size from
+ * the same load (0 without a map: ask jemalloc), so that no caller reads the
+ * word twice. */
 bool _sm_backend_large_live(const void *p, size_t *usable)
 {
 	*usable = 0;
 	if (!_sm_large_sizes)
 		return true;
-	if ((uintptr_t)p >= atomic_load_explicit(&large_range.next, memory_order_relaxed))
-		return false; /* past what was ever carved: no block starts there */
 	size_t w = __atomic_load_n(large_size_word(p), __ATOMIC_RELAXED);
 	*usable = w & ~SM_LARGE_WORD_OFFSET;
 	return w != 0 && (w & SM_LARGE_WORD_OFFSET) << 4 == ((uintptr_t)p & (SM_PAGE - 1));

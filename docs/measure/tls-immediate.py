@@ -55,7 +55,7 @@ def file_offset(secs, vaddr):
     raise SystemExit(f"address {vaddr:#x} is in no section")
 
 
-def patch_lib(src, dst, offset):
+def patch_lib(src, offset):
     dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", src], capture_output=True,
                          text=True, check=True).stdout
     m = re.search(r"<__libc_malloc>:\n(?:.*\n){0,4}?\s+[0-9a-f]+:\s+mov\s+0x[0-9a-f]+\(%rip\),%r\w+"
@@ -76,7 +76,7 @@ def patch_lib(src, dst, offset):
     return data, n
 
 
-def patch_exe(src, dst, symbol):
+def patch_exe(src, symbol):
     sym = symbols(src)
     secs = sections(src)
     name, _, plus = symbol.partition("+")
@@ -100,7 +100,7 @@ def main():
     if len(sys.argv) != 5 or sys.argv[1] not in ("lib", "exe"):
         raise SystemExit(__doc__)
     mode, src, dst, arg = sys.argv[1:]
-    data, n = patch_lib(src, dst, int(arg, 0)) if mode == "lib" else patch_exe(src, dst, arg)
+    data, n = patch_lib(src, int(arg, 0)) if mode == "lib" else patch_exe(src, arg)
     with open(dst, "wb") as f:
         f.write(data)
     os.chmod(dst, 0o755)
