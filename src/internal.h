@@ -336,6 +336,7 @@ struct sm_options {
 	uint32_t refill_thread; /* 0 off, 1 on, 2 auto (SIGMALLOC_REFILL_THREAD) */
 	bool stats_at_exit;    /* SIGMALLOC_STATS */
 	bool verbose;          /* SIGMALLOC_VERBOSE */
+	bool near;             /* SIGMALLOC_NEAR: the near copy (preload/near.c) */
 };
 extern struct sm_options _sm_options sm_hidden;
 void _sm_options_init(void) sm_hidden;

@@ -22,6 +22,7 @@ struct sm_options _sm_options = {
 	.refill_thread = 2,
 	.stats_at_exit = false,
 	.verbose = false,
+	.near = true,
 };
 
 enum option_kind { OPT_U32, OPT_BOOL, OPT_AUTO };
@@ -53,6 +54,9 @@ static const struct option_desc options[] = {
 	{ "STATS", OPT_BOOL, &_sm_options.stats_at_exit, 0, 1,
 	  "print the per-class statistics table to stderr at exit" },
 	{ "VERBOSE", OPT_BOOL, &_sm_options.verbose, 0, 1, "print every option at start-up" },
+	{ "NEAR", OPT_BOOL, &_sm_options.near, 0, 1,
+	  "copy the malloc/free hit paths near the main program and point its PLT slots there "
+	  "(preload/near.c)" },
 };
 
 static char lower(char ch)

@@ -1,0 +1,275 @@
+/*
+ * The near copy: the malloc and free hit paths, copied at start-up into a
+ * page mapped within reach of the main program's code, and the program's
+ * PLT slots for malloc and free pointed at that copy.
+ *
+ * Why: a preloaded allocator sits in the shared-library area, terabytes
+ * away from a PIE program's code, and on the AMD cores measured here a
+ * call whose target is that far costs about 0.7 ns more than one within a
+ * gigabyte (docs/PERFORMANCE.md, "Session 12"; docs/measure/call-cost.sh):
+ * a third of a malloc-free pair. Calls from shared libraries (libstdc++'s
+ * operator new, libc) land near libsigmalloc.so already and are left alone.
+ *
+ * What the copy does: exactly the hit of alloc.c's sm_malloc and sm_free
+ * (same depth window, same bucket fields, same tests), reading the thread
+ * state %fs-relative from an offset stored beside the code. Anything else,
+ * a large size, a nested call (depth != 0), a bucket at its mark, a
+ * pointer outside the class ranges, a misaligned one, the double free on
+ * top, puts depth back to what it read and jumps to the library's own
+ * sm_malloc or sm_free with the caller's argument, which handle it as if
+ * the copy did not exist. The copy writes nothing before that jump except
+ * depth, which it restores; a signal in between sees the depth the caller
+ * had, which is the protocol's state at an entry point (alloc.c).
+ *
+ * Invariant the copy relies on (checked at build time by
+ * tests/check-near.py): everything in section sm_near_text reaches only
+ * sm_near_text (RIP-relative data and direct branches), so a byte copy of
+ * the section runs anywhere. Its data words (the TLS offset, the two
+ * fallbacks) are written into the copy before it is made executable; in
+ * the library's own image they stay 0 and that code never runs.
+ *
+ * When it is not set up (the library works as before): SIGMALLOC_NEAR=0;
+ * no main program's dynamic section or no lazily bound slot for malloc or
+ * free (a program linked with -z now has its slots read-only after
+ * start-up); the program's `malloc` not resolving to this library; no free
+ * address space within 2 GiB of the program; mprotect refused (W^X
+ * policies). Costs one page of address space and, when set up, one page of
+ * memory (docs/MEMORY.md). Debuggers: a breakpoint on `malloc` does not
+ * stop at the program's own calls that hit; SIGMALLOC_NEAR=0 restores that.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
+/* x86-64 only (its relocations, %fs); not in a sanitizer's build, whose
+ * instrumentation would call out of the section. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+#include "sigmalloc.h"
+
+/* The copy's data words, in the copy's own section (see above). */
+__asm__(".section sm_near_text,\"ax\",@progbits\n"
+        ".p2align 6\n"
+        ".globl sm_near_tpoff\n.hidden sm_near_tpoff\nsm_near_tpoff: .quad 0\n"
+        ".globl sm_near_malloc_miss\n.hidden sm_near_malloc_miss\nsm_near_malloc_miss: .quad 0\n"
+        ".globl sm_near_free_miss\n.hidden sm_near_free_miss\nsm_near_free_miss: .quad 0\n"
+        ".previous\n");
+extern uintptr_t sm_near_tpoff;                   /* &_sm_thread - thread pointer */
+extern void *(*sm_near_malloc_miss)(size_t);      /* sm_malloc */
+extern void (*sm_near_free_miss)(void *);         /* sm_free */
+extern char __start_sm_near_text[] sm_hidden, __stop_sm_near_text[] sm_hidden;
+
+/* The thread state through %fs: initial-exec TLS sits at the same offset
+ * from every thread's thread pointer. */
+typedef struct sm_thread __seg_fs near_thread;
+
+#define SM_NEAR                                                                     \
+	__attribute__((section("sm_near_text"), hot, aligned(64), used,                \
+	               no_sanitize_undefined, no_instrument_function))
+
+/* alloc.c's sm_malloc hit, falling back to sm_malloc for anything else. */
+SM_NEAR void *sm_near_malloc(size_t size)
+{
+	if (sm_unlikely(size > SM_MAX_SMALL))
+		return sm_near_malloc_miss(size);
+	near_thread *t = (near_thread *)sm_near_tpoff;
+	size_t cls = t->class_of_units[(size + 15) >> 4];
+	uint32_t d = t->depth;
+	t->depth = d + 1;
+	sm_signal_fence();
+	/* Read even when d != 0: only read, and discarded then. */
+	struct sm_bucket *b = t->buckets + cls;
+	uint64_t tally = b->tally;
+	size_t count = tally & SM_TALLY_COUNT_MAX;
+	if (sm_unlikely(d != 0 || count <= b->low_mark)) {
+		sm_signal_fence();
+		t->depth = d;
+		return sm_near_malloc_miss(size);
+	}
+	b->tally = tally + (sm_config_stats ? SM_TALLY_HIT : (uint64_t)-1);
+	void *p = b->slots[count - 1];
+	sm_signal_fence();
+	t->depth = 0;
+	return p;
+}
+
+/* alloc.c's sm_free hit, falling back to sm_free for anything else. */
+SM_NEAR void sm_near_free(void *p)
+{
+	near_thread *t = (near_thread *)sm_near_tpoff;
+	uintptr_t slot = ((uintptr_t)p - t->base) >> SM_SLOT_SHIFT;
+	if (sm_unlikely(slot >= SM_NUM_CLASSES || ((uintptr_t)p & t->class_align_mask[slot])))
+		return sm_near_free_miss(p);
+	uint32_t d = t->depth;
+	t->depth = d + 1;
+	sm_signal_fence();
+	struct sm_bucket *b = t->buckets + slot;
+	uint64_t tally = b->tally;
+	size_t count = tally & SM_TALLY_COUNT_MAX;
+	if (sm_unlikely(d != 0 || b->slots[(ptrdiff_t)count - 1] == p || count >= b->high_mark)) {
+		sm_signal_fence();
+		t->depth = d;
+		return sm_near_free_miss(p); /* a double free is reported there */
+	}
+	b->slots[count] = p; /* count < high_mark < capacity (types.h) */
+	b->tally = tally + 1;
+	sm_signal_fence();
+	t->depth = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Set-up, in a constructor: before main, one thread.
+ * ---------------------------------------------------------------------- */
+
+static int first_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	*(struct dl_phdr_info *)arg = *info;
+	return 1; /* the first object is the main program */
+}
+
+/* A dynamic-section address: ld.so may have made it absolute already. */
+static uintptr_t dyn_addr(uintptr_t bias, uintptr_t v)
+{
+	return v < bias ? bias + v : v;
+}
+
+struct plt_info {
+	uintptr_t bias, text_lo, relro_lo, relro_hi;
+	const ElfW(Rela) *jmprel;
+	size_t n_rel;
+	const ElfW(Sym) *symtab;
+	const char *strtab;
+};
+
+/* The main program's lazily bound PLT relocations, or false. */
+static bool main_program_plt(struct plt_info *pi)
+{
+	struct dl_phdr_info prog;
+	memset(&prog, 0, sizeof prog);
+	memset(pi, 0, sizeof *pi);
+	if (dl_iterate_phdr(first_object, &prog) == 0 || !prog.dlpi_phdr)
+		return false;
+	pi->bias = prog.dlpi_addr;
+	pi->text_lo = UINTPTR_MAX;
+	const ElfW(Dyn) *dyn = NULL;
+	for (int i = 0; i < prog.dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &prog.dlpi_phdr[i];
+		uintptr_t at = pi->bias + ph->p_vaddr;
+		if (ph->p_type == PT_DYNAMIC)
+			dyn = (const ElfW(Dyn) *)at;
+		else if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && at < pi->text_lo)
+			pi->text_lo = at;
+		else if (ph->p_type == PT_GNU_RELRO)
+			pi->relro_lo = at, pi->relro_hi = at + ph->p_memsz;
+	}
+	if (!dyn || pi->text_lo == UINTPTR_MAX)
+		return false;
+	size_t pltrelsz = 0;
+	uintptr_t flags = 0, flags1 = 0, pltrel = 0;
+	for (; dyn->d_tag != DT_NULL; dyn++) {
+		switch (dyn->d_tag) {
+		case DT_JMPREL: pi->jmprel = (const void *)dyn_addr(pi->bias, dyn->d_un.d_ptr); break;
+		case DT_PLTRELSZ: pltrelsz = dyn->d_un.d_val; break;
+		case DT_PLTREL: pltrel = dyn->d_un.d_val; break;
+		case DT_SYMTAB: pi->symtab = (const void *)dyn_addr(pi->bias, dyn->d_un.d_ptr); break;
+		case DT_STRTAB: pi->strtab = (const void *)dyn_addr(pi->bias, dyn->d_un.d_ptr); break;
+		case DT_FLAGS: flags = dyn->d_un.d_val; break;
+		case DT_FLAGS_1: flags1 = dyn->d_un.d_val; break;
+		default: break;
+		}
+	}
+	pi->n_rel = pltrelsz / sizeof(ElfW(Rela));
+	/* Bound at start-up: the slots may be read-only now (full RELRO). */
+	if ((flags & DF_BIND_NOW) || (flags1 & DF_1_NOW))
+		return false;
+	return pi->jmprel && pi->symtab && pi->strtab && pltrel == DT_RELA;
+}
+
+/* One page of executable memory within 2 GiB of the program's code (below
+ * it: the heap grows above), or NULL. */
+static void *map_near(uintptr_t text_lo, size_t len)
+{
+	for (uintptr_t k = 1; k <= 64; k++) {
+		uintptr_t hint = (text_lo & ~(uintptr_t)0xfffff) - k * ((uintptr_t)16 << 20);
+		if (hint >= text_lo)
+			break; /* wrapped below 0 */
+		void *m = mmap((void *)hint, len, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (m == MAP_FAILED)
+			continue;
+		if ((uintptr_t)m == hint)
+			return m;
+		munmap(m, len); /* a kernel without MAP_FIXED_NOREPLACE put it elsewhere */
+	}
+	return NULL;
+}
+
+extern char **environ;
+
+/* An auditor (LD_AUDIT) may have put its own PLT trampolines in the slots. */
+static bool audited(void)
+{
+	for (char **e = environ; e && *e; e++)
+		if (strncmp(*e, "LD_AUDIT=", 9) == 0)
+			return true;
+	return false;
+}
+
+__attribute__((constructor)) static void near_setup(void)
+{
+	sm_free(sm_malloc(1)); /* global set-up, options included (cache.c) */
+	if (!_sm_options.near || audited())
+		return;
+	struct plt_info pi;
+	if (!main_program_plt(&pi))
+		return;
+	/* The program's lookup of malloc and free must find this library's (a
+	 * program with its own malloc keeps calling it). */
+	if (dlsym(RTLD_DEFAULT, "malloc") != (void *)sm_malloc ||
+	    dlsym(RTLD_DEFAULT, "free") != (void *)sm_free)
+		return;
+	void **slot_malloc = NULL, **slot_free = NULL;
+	for (size_t i = 0; i < pi.n_rel; i++) {
+		const ElfW(Rela) *r = &pi.jmprel[i];
+		if (ELF64_R_TYPE(r->r_info) != R_X86_64_JUMP_SLOT)
+			continue;
+		const char *name = pi.strtab + pi.symtab[ELF64_R_SYM(r->r_info)].st_name;
+		uintptr_t at = pi.bias + r->r_offset;
+		if (at >= pi.relro_lo && at < pi.relro_hi)
+			continue; /* read-only after start-up */
+		if (strcmp(name, "malloc") == 0)
+			slot_malloc = (void **)at;
+		else if (strcmp(name, "free") == 0)
+			slot_free = (void **)at;
+	}
+	if (!slot_malloc && !slot_free)
+		return;
+	size_t len = (size_t)(__stop_sm_near_text - __start_sm_near_text);
+	size_t map_len = (len + 4095) & ~(size_t)4095;
+	char *copy = map_near(pi.text_lo, map_len);
+	if (!copy)
+		return;
+	memcpy(copy, __start_sm_near_text, len);
+#define IN_COPY(sym) ((void *)(copy + ((const char *)&(sym) - __start_sm_near_text)))
+	*(uintptr_t *)IN_COPY(sm_near_tpoff) =
+	    (uintptr_t)&_sm_thread - (uintptr_t)__builtin_thread_pointer();
+	*(void **)IN_COPY(sm_near_malloc_miss) = (void *)sm_malloc;
+	*(void **)IN_COPY(sm_near_free_miss) = (void *)sm_free;
+	if (mprotect(copy, map_len, PROT_READ | PROT_EXEC) != 0) {
+		munmap(copy, map_len);
+		return;
+	}
+	/* One aligned word each: a thread calling through the slot meanwhile
+	 * takes the old target or the copy, both complete. */
+	if (slot_malloc)
+		__atomic_store_n(slot_malloc, IN_COPY(sm_near_malloc), __ATOMIC_RELEASE);
+	if (slot_free)
+		__atomic_store_n(slot_free, IN_COPY(sm_near_free), __ATOMIC_RELEASE);
+#undef IN_COPY
+}
+#endif

@@ -1,0 +1,129 @@
+/*
+ * The near copy (preload/near.c), under LD_PRELOAD, in a program linked
+ * with lazy binding: after start-up the program's PLT slots for malloc and
+ * free hold the copy's addresses, within 2 GiB of the program's code, in
+ * an executable page that no object maps; calls through them allocate and
+ * free correctly in every class, from threads too; with SIGMALLOC_NEAR=0
+ * (argument "off") the slots hold the library's own functions once called.
+ *
+ *   test-near [on|off]
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REQUIRE(e)                                                                   \
+	do {                                                                         \
+		if (!(e)) {                                                          \
+			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #e); \
+			exit(1);                                                     \
+		}                                                                    \
+	} while (0)
+
+static int first_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	*(struct dl_phdr_info *)arg = *info;
+	return 1;
+}
+
+/* The program's own PLT slot for name (its JUMP_SLOT relocation). */
+static void **plt_slot(const char *name)
+{
+	struct dl_phdr_info prog;
+	dl_iterate_phdr(first_object, &prog);
+	const ElfW(Dyn) *dyn = NULL;
+	for (int i = 0; i < prog.dlpi_phnum; i++)
+		if (prog.dlpi_phdr[i].p_type == PT_DYNAMIC)
+			dyn = (const void *)(prog.dlpi_addr + prog.dlpi_phdr[i].p_vaddr);
+	REQUIRE(dyn != NULL);
+	uintptr_t b = prog.dlpi_addr, jmprel = 0, symtab = 0, strtab = 0, sz = 0;
+	for (; dyn->d_tag != DT_NULL; dyn++) {
+		uintptr_t v = dyn->d_un.d_ptr;
+		if (dyn->d_tag == DT_JMPREL) jmprel = v < b ? b + v : v;
+		if (dyn->d_tag == DT_SYMTAB) symtab = v < b ? b + v : v;
+		if (dyn->d_tag == DT_STRTAB) strtab = v < b ? b + v : v;
+		if (dyn->d_tag == DT_PLTRELSZ) sz = dyn->d_un.d_val;
+	}
+	const ElfW(Rela) *r = (const void *)jmprel;
+	const ElfW(Sym) *sym = (const void *)symtab;
+	for (size_t i = 0; i < sz / sizeof *r; i++)
+		if (strcmp((const char *)strtab + sym[ELF64_R_SYM(r[i].r_info)].st_name, name) == 0)
+			return (void **)(b + r[i].r_offset);
+	return NULL;
+}
+
+/* Whether addr is in an anonymous executable mapping (no file). */
+static bool in_anonymous_code(const void *addr)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	REQUIRE(f != NULL);
+	char line[512];
+	bool found = false;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long lo, hi, off, inode;
+		char perms[8], dev[16];
+		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &off, dev, &inode) != 6)
+			continue;
+		if ((uintptr_t)addr >= lo && (uintptr_t)addr < hi)
+			found = perms[2] == 'x' && inode == 0;
+	}
+	fclose(f);
+	return found;
+}
+
+/* Every class and a large size, through the program's PLT. */
+static void *churn(void *arg)
+{
+	(void)arg;
+	for (int round = 0; round < 200; round++) {
+		void *p[64];
+		for (int i = 0; i < 64; i++) {
+			size_t size = (size_t)(1 + (i * 67 + round) % 4200);
+			p[i] = malloc(size);
+			REQUIRE(p[i] != NULL);
+			memset(p[i], i, size);
+		}
+		for (int i = 0; i < 64; i++) {
+			size_t size = (size_t)(1 + (i * 67 + round) % 4200);
+			REQUIRE(((unsigned char *)p[i])[size - 1] == (unsigned char)i);
+			free(p[i]);
+		}
+	}
+	free(NULL);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	bool on = !(argc > 1 && strcmp(argv[1], "off") == 0);
+	churn(NULL); /* the lazily bound slots are resolved by now */
+	void **sm = plt_slot("malloc"), **sf = plt_slot("free");
+	REQUIRE(sm != NULL && sf != NULL);
+	void *real_malloc = dlsym(RTLD_DEFAULT, "malloc"), *real_free = dlsym(RTLD_DEFAULT, "free");
+	Dl_info info;
+	REQUIRE(dladdr(real_malloc, &info) && strstr(info.dli_fname, "libsigmalloc") != NULL);
+	if (on) {
+		REQUIRE(*sm != real_malloc && *sf != real_free);
+		intptr_t dm = (intptr_t)*sm - (intptr_t)(uintptr_t)main;
+		intptr_t df = (intptr_t)*sf - (intptr_t)(uintptr_t)main;
+		REQUIRE(dm > -(1l << 31) && dm < (1l << 31) && df > -(1l << 31) && df < (1l << 31));
+		REQUIRE(in_anonymous_code(*sm) && in_anonymous_code(*sf));
+	} else {
+		REQUIRE(*sm == real_malloc && *sf == real_free);
+	}
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		REQUIRE(pthread_create(&th[i], NULL, churn, NULL) == 0);
+	for (int i = 0; i < 4; i++)
+		REQUIRE(pthread_join(th[i], NULL) == 0);
+	printf("near copy %s: malloc slot %p, free slot %p\n", on ? "on" : "off", *sm, *sf);
+	return 0;
+}
