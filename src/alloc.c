@@ -43,6 +43,11 @@
  *             outbox   trimmed batches for the refill    arrays of
  *                      thread                            pointers)
  *
+ * Under LD_PRELOAD the main program's own calls reach a copy of the hit
+ * paths of sm_malloc and sm_free mapped near its code (preload/near.c),
+ * which hands every case but the d == 0 hit back to them: a change to the
+ * hit paths here must be made there too.
+ *
  * Objects carry no header: free() computes the class from the address
  * (backend.c lays every class out in its own 64 GiB slot). The hit paths
  * neither read nor write the object: a bucket holds pointers (types.h).
