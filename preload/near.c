@@ -10,16 +10,23 @@
  * a third of a malloc-free pair. Calls from shared libraries (libstdc++'s
  * operator new, libc) land near libsigmalloc.so already and are left alone.
  *
- * What the copy does: exactly the hit of alloc.c's sm_malloc and sm_free
- * (same depth window, same bucket fields, same tests), reading the thread
- * state %fs-relative from an offset stored beside the code. Anything else,
- * a large size, a nested call (depth != 0), a bucket at its mark, a
- * pointer outside the class ranges, a misaligned one, the double free on
- * top, puts depth back to what it read and jumps to the library's own
- * sm_malloc or sm_free with the caller's argument, which handle it as if
- * the copy did not exist. The copy writes nothing before that jump except
- * depth, which it restores; a signal in between sees the depth the caller
- * had, which is the protocol's state at an entry point (alloc.c).
+ * What the copy does: exactly what alloc.c's sm_malloc and sm_free do up to
+ * their tail calls (same depth window, same bucket fields, same tests),
+ * reading the thread state %fs-relative from an offset stored beside the
+ * code. A nested call (depth was not 0) takes or puts a slot of the
+ * thread's stock itself, with refill.c's own code for it (nested_stock.h),
+ * and only when that fails jumps to _sm_nested_alloc/_sm_nested_free with
+ * depth held; a bucket at its mark jumps to _sm_alloc_slow/_sm_free_slow;
+ * these restore depth as they do for alloc.c. What sm_malloc and sm_free
+ * handle before the window (a large size; NULL, large, foreign or
+ * misaligned pointers) goes to them with the caller's argument, and so
+ * does the double free on top, after depth is put back to 0: sm_free
+ * finds it again and aborts. The stock's common case is in the copy
+ * because a signal handler's nested call that left the copy found the
+ * library's code cold (the program's calls no longer warm it): the signal
+ * benchmark's p99 went from 260-330 ns to 450-660 with the copy jumping
+ * to _sm_nested_alloc, and back to 321 against 320 without the copy
+ * with the stock in it (docs/PERFORMANCE.md, "Session 12").
  *
  * Invariant the copy relies on (checked at build time by
  * tests/check-near.py): everything in section sm_near_text reaches only
@@ -49,6 +56,7 @@
 #include <sys/mman.h>
 
 #include "internal.h"
+#include "nested_stock.h"
 #include "sigmalloc.h"
 
 /* The copy's data words, in the copy's own section (see above). */
@@ -57,39 +65,57 @@ __asm__(".section sm_near_text,\"ax\",@progbits\n"
         ".globl sm_near_tpoff\n.hidden sm_near_tpoff\nsm_near_tpoff: .quad 0\n"
         ".globl sm_near_malloc_miss\n.hidden sm_near_malloc_miss\nsm_near_malloc_miss: .quad 0\n"
         ".globl sm_near_free_miss\n.hidden sm_near_free_miss\nsm_near_free_miss: .quad 0\n"
+        ".globl sm_near_nested_alloc\n.hidden sm_near_nested_alloc\nsm_near_nested_alloc: .quad 0\n"
+        ".globl sm_near_nested_free\n.hidden sm_near_nested_free\nsm_near_nested_free: .quad 0\n"
+        ".globl sm_near_alloc_slow\n.hidden sm_near_alloc_slow\nsm_near_alloc_slow: .quad 0\n"
+        ".globl sm_near_free_slow\n.hidden sm_near_free_slow\nsm_near_free_slow: .quad 0\n"
         ".previous\n");
 extern uintptr_t sm_near_tpoff;                   /* &_sm_thread - thread pointer */
 extern void *(*sm_near_malloc_miss)(size_t);      /* sm_malloc */
 extern void (*sm_near_free_miss)(void *);         /* sm_free */
+/* alloc.c's own tail calls, entered as it enters them (depth held). */
+extern void *(*sm_near_nested_alloc)(uint32_t, size_t); /* _sm_nested_alloc */
+extern void (*sm_near_nested_free)(void *, uint32_t);   /* _sm_nested_free */
+extern void *(*sm_near_alloc_slow)(uint32_t);           /* _sm_alloc_slow */
+extern void (*sm_near_free_slow)(void *, uint32_t);     /* _sm_free_slow */
 extern char __start_sm_near_text[] sm_hidden, __stop_sm_near_text[] sm_hidden;
 
 /* The thread state through %fs: initial-exec TLS sits at the same offset
  * from every thread's thread pointer. */
 typedef struct sm_thread __seg_fs near_thread;
 
+/* The same thread state as a plain pointer, for nested_stock.h: the
+ * thread pointer (%fs:0 holds its own address) plus the offset. */
+static sm_always_inline struct sm_thread *near_self_generic(void)
+{
+	return (struct sm_thread *)((char *)__builtin_thread_pointer() + sm_near_tpoff);
+}
+
 #define SM_NEAR                                                                     \
 	__attribute__((section("sm_near_text"), hot, aligned(64), used,                \
 	               no_sanitize_undefined, no_instrument_function))
 
-/* alloc.c's sm_malloc hit, falling back to sm_malloc for anything else. */
+/* alloc.c's sm_malloc and alloc_class, tail calls included. */
 SM_NEAR void *sm_near_malloc(size_t size)
 {
 	if (sm_unlikely(size > SM_MAX_SMALL))
 		return sm_near_malloc_miss(size);
 	near_thread *t = (near_thread *)sm_near_tpoff;
-	size_t cls = t->class_of_units[(size + 15) >> 4];
+	uint32_t cls = t->class_of_units[(size + 15) >> 4];
 	uint32_t d = t->depth;
 	t->depth = d + 1;
 	sm_signal_fence();
-	/* Read even when d != 0: only read, and discarded then. */
+	if (sm_unlikely(d != 0)) {
+		void *node = nested_alloc_from_stock(near_self_generic(), cls, 0);
+		if (sm_likely(node != NULL))
+			return node;
+		return sm_near_nested_alloc(cls, 0); /* it leaves depth at d */
+	}
 	struct sm_bucket *b = t->buckets + cls;
 	uint64_t tally = b->tally;
 	size_t count = tally & SM_TALLY_COUNT_MAX;
-	if (sm_unlikely(d != 0 || count <= b->low_mark)) {
-		sm_signal_fence();
-		t->depth = d;
-		return sm_near_malloc_miss(size);
-	}
+	if (sm_unlikely(count <= b->low_mark))
+		return sm_near_alloc_slow(cls); /* it leaves depth at 0 */
 	b->tally = tally + (sm_config_stats ? SM_TALLY_HIT : (uint64_t)-1);
 	void *p = b->slots[count - 1];
 	sm_signal_fence();
@@ -97,7 +123,9 @@ SM_NEAR void *sm_near_malloc(size_t size)
 	return p;
 }
 
-/* alloc.c's sm_free hit, falling back to sm_free for anything else. */
+/* alloc.c's sm_free and free_class, tail calls included; what sm_free
+ * hands to free_other or reports (NULL, large, foreign, misaligned, the
+ * double free on top) goes to sm_free itself. */
 SM_NEAR void sm_near_free(void *p)
 {
 	near_thread *t = (near_thread *)sm_near_tpoff;
@@ -107,14 +135,21 @@ SM_NEAR void sm_near_free(void *p)
 	uint32_t d = t->depth;
 	t->depth = d + 1;
 	sm_signal_fence();
+	if (sm_unlikely(d != 0)) {
+		if (sm_likely(nested_free_to_stock(near_self_generic(), p, (uint32_t)slot)))
+			return;
+		return sm_near_nested_free(p, (uint32_t)slot); /* it leaves depth at d */
+	}
 	struct sm_bucket *b = t->buckets + slot;
 	uint64_t tally = b->tally;
 	size_t count = tally & SM_TALLY_COUNT_MAX;
-	if (sm_unlikely(d != 0 || b->slots[(ptrdiff_t)count - 1] == p || count >= b->high_mark)) {
+	if (sm_unlikely(b->slots[(ptrdiff_t)count - 1] == p)) {
 		sm_signal_fence();
-		t->depth = d;
-		return sm_near_free_miss(p); /* a double free is reported there */
+		t->depth = 0;
+		return sm_near_free_miss(p); /* sm_free sees it too and aborts */
 	}
+	if (sm_unlikely(count >= b->high_mark))
+		return sm_near_free_slow(p, (uint32_t)slot); /* it leaves depth at 0 */
 	b->slots[count] = p; /* count < high_mark < capacity (types.h) */
 	b->tally = tally + 1;
 	sm_signal_fence();
@@ -260,6 +295,10 @@ __attribute__((constructor)) static void near_setup(void)
 	    (uintptr_t)&_sm_thread - (uintptr_t)__builtin_thread_pointer();
 	*(void **)IN_COPY(sm_near_malloc_miss) = (void *)sm_malloc;
 	*(void **)IN_COPY(sm_near_free_miss) = (void *)sm_free;
+	*(void **)IN_COPY(sm_near_nested_alloc) = (void *)_sm_nested_alloc;
+	*(void **)IN_COPY(sm_near_nested_free) = (void *)_sm_nested_free;
+	*(void **)IN_COPY(sm_near_alloc_slow) = (void *)_sm_alloc_slow;
+	*(void **)IN_COPY(sm_near_free_slow) = (void *)_sm_free_slow;
 	if (mprotect(copy, map_len, PROT_READ | PROT_EXEC) != 0) {
 		munmap(copy, map_len);
 		return;

@@ -51,6 +51,7 @@
 
 #include "internal.h"
 #include "lockless.h"
+#include "nested_stock.h"
 #include "tlslist.h"
 
 /* Nested allocations may be served from this many larger classes. */
@@ -985,14 +986,6 @@ static inline void stat_inc(_Atomic uint64_t *counter)
 	                      memory_order_relaxed);
 }
 
-/* Counts one nested event of class cls in the thread's TLS (folded into
- * the cache by the owner: _sm_nested_stats_fold). */
-static inline void stock_count(struct sm_thread *t, uint64_t *counter, uint32_t cls)
-{
-	tls_add64(counter, 1);
-	tls_or32(&t->stats_dirty, 1u << cls);
-}
-
 static void nested_count_other(struct sm_thread *t, uint32_t cls, bool null)
 {
 	if (t->state == SM_THREAD_LIVE && t->cache != cache_empty()) {
@@ -1032,20 +1025,10 @@ static sm_noinline void *nested_alloc_slow(struct sm_thread *t, uint32_t cls, si
 void *_sm_nested_alloc(uint32_t cls, size_t align)
 {
 	struct sm_thread *t = &_sm_thread;
-	struct sm_stock *s = &t->stock[cls];
-	struct sm_node *node;
-	if (sm_unlikely(align > 16) ||
-	    sm_unlikely((node = tls_slots_take(&s->state, s->slot)) == NULL))
-		return nested_alloc_slow(t, cls, align);
-	tls_or32(&t->stock_want, 1u << cls); /* the owner tops it up if short */
-	if (sm_config_stats) {
-		/* A slot was full, so the thread is (or was until its exit
-		 * handed the stock over, which folds last) LIVE. */
-		stock_count(t, &s->nested_allocs, cls);
-	}
-	sm_signal_fence();
-	t->depth--;
-	return node;
+	void *node = nested_alloc_from_stock(t, cls, align); /* nested_stock.h */
+	if (sm_likely(node != NULL))
+		return node;
+	return nested_alloc_slow(t, cls, align);
 }
 
 /* The most a stock's `more` list holds: 16 KiB of objects, at least 4 and
@@ -1084,15 +1067,6 @@ static sm_noinline void nested_free_slow(struct sm_thread *t, void *p, uint32_t 
 void _sm_nested_free(void *p, uint32_t cls)
 {
 	struct sm_thread *t = &_sm_thread;
-	struct sm_stock *s = &t->stock[cls];
-	if (sm_unlikely(t->state != SM_THREAD_LIVE) ||
-	    sm_unlikely(!tls_slots_put(&s->state, s->slot, p))) {
+	if (sm_unlikely(!nested_free_to_stock(t, p, cls))) /* nested_stock.h */
 		nested_free_slow(t, p, cls);
-		return;
-	}
-	if (sm_config_stats) {
-		stock_count(t, &s->nested_frees, cls);
-	}
-	sm_signal_fence();
-	t->depth--;
 }
