@@ -19,9 +19,10 @@
  * depth held; a bucket at its mark jumps to _sm_alloc_slow/_sm_free_slow;
  * these restore depth as they do for alloc.c. What sm_malloc and sm_free
  * handle before the window (a large size; NULL, large, foreign or
- * misaligned pointers) goes to them with the caller's argument, and so
- * does the double free on top, after depth is put back to 0: sm_free
- * finds it again and aborts. The stock's common case is in the copy
+ * misaligned pointers) goes to them with the caller's argument; the double
+ * free on top goes to alloc.c's report with depth held, as there (putting
+ * depth back first would let a handler pop the pointer before sm_free
+ * looked again, and the second free would then go unseen). The stock's common case is in the copy
  * because a signal handler's nested call that left the copy found the
  * library's code cold (the program's calls no longer warm it): the signal
  * benchmark's p99 went from 260-330 ns to 450-660 with the copy jumping
@@ -69,6 +70,7 @@ __asm__(".section sm_near_text,\"ax\",@progbits\n"
         ".globl sm_near_nested_free\n.hidden sm_near_nested_free\nsm_near_nested_free: .quad 0\n"
         ".globl sm_near_alloc_slow\n.hidden sm_near_alloc_slow\nsm_near_alloc_slow: .quad 0\n"
         ".globl sm_near_free_slow\n.hidden sm_near_free_slow\nsm_near_free_slow: .quad 0\n"
+        ".globl sm_near_double_free\n.hidden sm_near_double_free\nsm_near_double_free: .quad 0\n"
         ".previous\n");
 extern uintptr_t sm_near_tpoff;                   /* &_sm_thread - thread pointer */
 extern void *(*sm_near_malloc_miss)(size_t);      /* sm_malloc */
@@ -78,6 +80,7 @@ extern void *(*sm_near_nested_alloc)(uint32_t, size_t); /* _sm_nested_alloc */
 extern void (*sm_near_nested_free)(void *, uint32_t);   /* _sm_nested_free */
 extern void *(*sm_near_alloc_slow)(uint32_t);           /* _sm_alloc_slow */
 extern void (*sm_near_free_slow)(void *, uint32_t);     /* _sm_free_slow */
+extern void (*sm_near_double_free)(void *);             /* _sm_double_free */
 extern char __start_sm_near_text[] sm_hidden, __stop_sm_near_text[] sm_hidden;
 
 /* The thread state through %fs: initial-exec TLS sits at the same offset
@@ -124,8 +127,8 @@ SM_NEAR void *sm_near_malloc(size_t size)
 }
 
 /* alloc.c's sm_free and free_class, tail calls included; what sm_free
- * hands to free_other or reports (NULL, large, foreign, misaligned, the
- * double free on top) goes to sm_free itself. */
+ * hands to free_other or reports before its window (NULL, large, foreign,
+ * misaligned) goes to sm_free itself. */
 SM_NEAR void sm_near_free(void *p)
 {
 	near_thread *t = (near_thread *)sm_near_tpoff;
@@ -143,11 +146,8 @@ SM_NEAR void sm_near_free(void *p)
 	struct sm_bucket *b = t->buckets + slot;
 	uint64_t tally = b->tally;
 	size_t count = tally & SM_TALLY_COUNT_MAX;
-	if (sm_unlikely(b->slots[(ptrdiff_t)count - 1] == p)) {
-		sm_signal_fence();
-		t->depth = 0;
-		return sm_near_free_miss(p); /* sm_free sees it too and aborts */
-	}
+	if (sm_unlikely(b->slots[(ptrdiff_t)count - 1] == p))
+		return sm_near_double_free(p); /* a jump with depth held: it aborts */
 	if (sm_unlikely(count >= b->high_mark))
 		return sm_near_free_slow(p, (uint32_t)slot); /* it leaves depth at 0 */
 	b->slots[count] = p; /* count < high_mark < capacity (types.h) */
@@ -299,6 +299,7 @@ __attribute__((constructor)) static void near_setup(void)
 	*(void **)IN_COPY(sm_near_nested_free) = (void *)_sm_nested_free;
 	*(void **)IN_COPY(sm_near_alloc_slow) = (void *)_sm_alloc_slow;
 	*(void **)IN_COPY(sm_near_free_slow) = (void *)_sm_free_slow;
+	*(void **)IN_COPY(sm_near_double_free) = (void *)_sm_double_free;
 	if (mprotect(copy, map_len, PROT_READ | PROT_EXEC) != 0) {
 		munmap(copy, map_len);
 		return;

@@ -129,7 +129,7 @@ static sm_always_inline void depth_leave(struct sm_thread *t)
  * not return, so that a call in tail position stays a jump and the hit path
  * sets up no stack frame for it (a call to a noreturn function is kept a
  * call, which needs the stack aligned: two instructions on every free). */
-static sm_noipa sm_cold void double_free(void *p)
+sm_noipa sm_cold void _sm_double_free(void *p)
 {
 	_sm_fatal("sigmalloc: free(): double free of %p\n", p);
 }
@@ -197,7 +197,7 @@ static sm_always_inline void free_class(void *p, size_t cls)
 	 * there that could move the top (slots[-1] is a NULL guard in every
 	 * bucket, the sentinel's included: types.h). */
 	if (sm_unlikely(b->slots[(ptrdiff_t)count - 1] == p)) {
-		double_free(p); /* a jump: it aborts */
+		_sm_double_free(p); /* a jump: it aborts */
 		return;
 	}
 	if (sm_unlikely(count >= b->high_mark)) {

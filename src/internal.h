@@ -202,6 +202,10 @@ extern _Atomic int _sm_initialized sm_hidden;
 /* Iterates the registry (read-only, lock-free: next_all is written once). */
 struct sm_cache *_sm_registry_first(void) sm_hidden;
 
+// "alloc.c": the report of a double free caught on a bucket's top (also
+// reached from preload/near.c's copy of the hit path, with depth held).
+void _sm_double_free(void *p) sm_hidden;
+
 // "refill.c": the slow paths, at depth 1.
 void *_sm_alloc_slow(uint32_t cls) sm_hidden;
 void _sm_free_slow(void *p, uint32_t cls) sm_hidden;
