@@ -72,15 +72,15 @@ __asm__(".section sm_near_text,\"ax\",@progbits\n"
         ".globl sm_near_free_slow\n.hidden sm_near_free_slow\nsm_near_free_slow: .quad 0\n"
         ".globl sm_near_double_free\n.hidden sm_near_double_free\nsm_near_double_free: .quad 0\n"
         ".previous\n");
-extern uintptr_t sm_near_tpoff;                   /* &_sm_thread - thread pointer */
-extern void *(*sm_near_malloc_miss)(size_t);      /* sm_malloc */
-extern void (*sm_near_free_miss)(void *);         /* sm_free */
+extern uintptr_t sm_near_tpoff sm_hidden;                 /* &_sm_thread - thread pointer */
+extern void *(*sm_near_malloc_miss)(size_t) sm_hidden;    /* sm_malloc */
+extern void (*sm_near_free_miss)(void *) sm_hidden;       /* sm_free */
 /* alloc.c's own tail calls, entered as it enters them (depth held). */
-extern void *(*sm_near_nested_alloc)(uint32_t, size_t); /* _sm_nested_alloc */
-extern void (*sm_near_nested_free)(void *, uint32_t);   /* _sm_nested_free */
-extern void *(*sm_near_alloc_slow)(uint32_t);           /* _sm_alloc_slow */
-extern void (*sm_near_free_slow)(void *, uint32_t);     /* _sm_free_slow */
-extern void (*sm_near_double_free)(void *);             /* _sm_double_free */
+extern void *(*sm_near_nested_alloc)(uint32_t, size_t) sm_hidden; /* _sm_nested_alloc */
+extern void (*sm_near_nested_free)(void *, uint32_t) sm_hidden;   /* _sm_nested_free */
+extern void *(*sm_near_alloc_slow)(uint32_t) sm_hidden;           /* _sm_alloc_slow */
+extern void (*sm_near_free_slow)(void *, uint32_t) sm_hidden;     /* _sm_free_slow */
+extern void (*sm_near_double_free)(void *) sm_hidden;             /* _sm_double_free */
 extern char __start_sm_near_text[] sm_hidden, __stop_sm_near_text[] sm_hidden;
 
 /* The thread state through %fs: initial-exec TLS sits at the same offset
@@ -104,21 +104,21 @@ SM_NEAR void *sm_near_malloc(size_t size)
 	if (sm_unlikely(size > SM_MAX_SMALL))
 		return sm_near_malloc_miss(size);
 	near_thread *t = (near_thread *)sm_near_tpoff;
-	uint32_t cls = t->class_of_units[(size + 15) >> 4];
+	size_t cls = t->class_of_units[(size + 15) >> 4]; /* size_t: as in alloc.c */
 	uint32_t d = t->depth;
 	t->depth = d + 1;
 	sm_signal_fence();
 	if (sm_unlikely(d != 0)) {
-		void *node = nested_alloc_from_stock(near_self_generic(), cls, 0);
+		void *node = nested_alloc_from_stock(near_self_generic(), (uint32_t)cls, 0);
 		if (sm_likely(node != NULL))
 			return node;
-		return sm_near_nested_alloc(cls, 0); /* it leaves depth at d */
+		return sm_near_nested_alloc((uint32_t)cls, 0); /* it leaves depth at d */
 	}
 	struct sm_bucket *b = t->buckets + cls;
 	uint64_t tally = b->tally;
 	size_t count = tally & SM_TALLY_COUNT_MAX;
 	if (sm_unlikely(count <= b->low_mark))
-		return sm_near_alloc_slow(cls); /* it leaves depth at 0 */
+		return sm_near_alloc_slow((uint32_t)cls); /* it leaves depth at 0 */
 	b->tally = tally + (sm_config_stats ? SM_TALLY_HIT : (uint64_t)-1);
 	void *p = b->slots[count - 1];
 	sm_signal_fence();
