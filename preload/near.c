@@ -39,7 +39,9 @@
  * When it is not set up (the library works as before): SIGMALLOC_NEAR=0;
  * no main program's dynamic section or no lazily bound slot for malloc or
  * free (a program linked with -z now has its slots read-only after
- * start-up); the program's `malloc` not resolving to this library; no free
+ * start-up); an auditor (LD_AUDIT, DT_AUDIT); a slot that holds neither the
+ * program's lazy PLT stub nor this library's function (someone's hook);
+ * the program's `malloc` not resolving to this library; no free
  * address space within 2 GiB of the program; mprotect refused (W^X
  * policies). Costs one page of address space and, when set up, one page of
  * memory (docs/MEMORY.md). Debuggers: a breakpoint on `malloc` does not
@@ -175,6 +177,7 @@ static uintptr_t dyn_addr(uintptr_t bias, uintptr_t v)
 
 struct plt_info {
 	uintptr_t bias, text_lo, relro_lo, relro_hi;
+	uintptr_t image_lo, image_hi; /* the program's loaded segments */
 	const ElfW(Rela) *jmprel;
 	size_t n_rel;
 	const ElfW(Sym) *symtab;
@@ -190,11 +193,17 @@ static bool main_program_plt(struct plt_info *pi)
 	if (dl_iterate_phdr(first_object, &prog) == 0 || !prog.dlpi_phdr)
 		return false;
 	pi->bias = prog.dlpi_addr;
-	pi->text_lo = UINTPTR_MAX;
+	pi->text_lo = pi->image_lo = UINTPTR_MAX;
 	const ElfW(Dyn) *dyn = NULL;
 	for (int i = 0; i < prog.dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &prog.dlpi_phdr[i];
 		uintptr_t at = pi->bias + ph->p_vaddr;
+		if (ph->p_type == PT_LOAD) {
+			if (at < pi->image_lo)
+				pi->image_lo = at;
+			if (at + ph->p_memsz > pi->image_hi)
+				pi->image_hi = at + ph->p_memsz;
+		}
 		if (ph->p_type == PT_DYNAMIC)
 			dyn = (const ElfW(Dyn) *)at;
 		else if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && at < pi->text_lo)
@@ -215,6 +224,8 @@ static bool main_program_plt(struct plt_info *pi)
 		case DT_STRTAB: pi->strtab = (const void *)dyn_addr(pi->bias, dyn->d_un.d_ptr); break;
 		case DT_FLAGS: flags = dyn->d_un.d_val; break;
 		case DT_FLAGS_1: flags1 = dyn->d_un.d_val; break;
+		case DT_AUDIT: /* an auditor's PLT trampolines may be in the slots */
+		case DT_DEPAUDIT: return false;
 		default: break;
 		}
 	}
@@ -242,6 +253,15 @@ static void *map_near(uintptr_t text_lo, size_t len)
 		munmap(m, len); /* a kernel without MAP_FIXED_NOREPLACE put it elsewhere */
 	}
 	return NULL;
+}
+
+/* A slot still lazily bound (it points into the program's own PLT) or
+ * bound to this library's function: anything else is someone's hook
+ * (a tracer that patched the program's GOT), left in place. */
+static bool slot_is_ours(const struct plt_info *pi, void **slot, void *ours)
+{
+	uintptr_t v = (uintptr_t)*slot;
+	return v == (uintptr_t)ours || (v >= pi->image_lo && v < pi->image_hi);
 }
 
 extern char **environ;
@@ -277,9 +297,9 @@ __attribute__((constructor)) static void near_setup(void)
 		uintptr_t at = pi.bias + r->r_offset;
 		if (at >= pi.relro_lo && at < pi.relro_hi)
 			continue; /* read-only after start-up */
-		if (strcmp(name, "malloc") == 0)
+		if (strcmp(name, "malloc") == 0 && slot_is_ours(&pi, (void **)at, (void *)sm_malloc))
 			slot_malloc = (void **)at;
-		else if (strcmp(name, "free") == 0)
+		else if (strcmp(name, "free") == 0 && slot_is_ours(&pi, (void **)at, (void *)sm_free))
 			slot_free = (void **)at;
 	}
 	if (!slot_malloc && !slot_free)
