@@ -12,8 +12,8 @@
  *
  * What the copy does: exactly what alloc.c's sm_malloc and sm_free do up to
  * their tail calls (same depth window, same bucket fields, same tests),
- * reading the thread state %fs-relative from an offset stored beside the
- * code. A nested call (depth was not 0) takes or puts a slot of the
+ * reading the thread state %fs-relative from an offset patched into the
+ * code as an immediate (near_tpoff). A nested call (depth was not 0) takes or puts a slot of the
  * thread's stock itself, with refill.c's own code for it (nested_stock.h),
  * and only when that fails jumps to _sm_nested_alloc/_sm_nested_free with
  * depth held; a bucket at its mark jumps to _sm_alloc_slow/_sm_free_slow;
@@ -32,9 +32,10 @@
  * Invariant the copy relies on (checked at build time by
  * tests/check-near.py): everything in section sm_near_text reaches only
  * sm_near_text (RIP-relative data and direct branches), so a byte copy of
- * the section runs anywhere. Its data words (the TLS offset, the two
- * fallbacks) are written into the copy before it is made executable; in
- * the library's own image they stay 0 and that code never runs.
+ * the section runs anywhere. Its data words (the library functions it
+ * falls back to) and the TLS offset's immediates are written into the copy
+ * before it is made executable; in the library's own image they stay 0 and
+ * a placeholder, and that code never runs.
  *
  * When it is not set up (the library works as before): SIGMALLOC_NEAR=0;
  * no main program's dynamic section or no lazily bound slot for malloc or
@@ -65,7 +66,6 @@
 /* The copy's data words, in the copy's own section (see above). */
 __asm__(".section sm_near_text,\"ax\",@progbits\n"
         ".p2align 6\n"
-        ".globl sm_near_tpoff\n.hidden sm_near_tpoff\nsm_near_tpoff: .quad 0\n"
         ".globl sm_near_malloc_miss\n.hidden sm_near_malloc_miss\nsm_near_malloc_miss: .quad 0\n"
         ".globl sm_near_free_miss\n.hidden sm_near_free_miss\nsm_near_free_miss: .quad 0\n"
         ".globl sm_near_nested_alloc\n.hidden sm_near_nested_alloc\nsm_near_nested_alloc: .quad 0\n"
@@ -74,7 +74,6 @@ __asm__(".section sm_near_text,\"ax\",@progbits\n"
         ".globl sm_near_free_slow\n.hidden sm_near_free_slow\nsm_near_free_slow: .quad 0\n"
         ".globl sm_near_double_free\n.hidden sm_near_double_free\nsm_near_double_free: .quad 0\n"
         ".previous\n");
-extern uintptr_t sm_near_tpoff sm_hidden;                 /* &_sm_thread - thread pointer */
 extern void *(*sm_near_malloc_miss)(size_t) sm_hidden;    /* sm_malloc */
 extern void (*sm_near_free_miss)(void *) sm_hidden;       /* sm_free */
 /* alloc.c's own tail calls, entered as it enters them (depth held). */
@@ -85,15 +84,42 @@ extern void (*sm_near_free_slow)(void *, uint32_t) sm_hidden;     /* _sm_free_sl
 extern void (*sm_near_double_free)(void *) sm_hidden;             /* _sm_double_free */
 extern char __start_sm_near_text[] sm_hidden, __stop_sm_near_text[] sm_hidden;
 
-/* The thread state through %fs: initial-exec TLS sits at the same offset
- * from every thread's thread pointer. */
+/* The offset of the thread state from the thread pointer (initial-exec
+ * TLS sits at the same offset from every thread's), as an immediate that
+ * near_setup writes into each copied `movq $imm32, %reg`: the hit paths
+ * load nothing from the copy's page. A load of the offset from a data word
+ * beside the code (as until session 13) was the slowest step of the first
+ * malloc in a signal handler: p50 208 against 130-156 TSC cycles with that
+ * word read just before, in docs/measure/handler-first-call.c.
+ * Each use leaves its address in section sm_near_sites (as a distance from
+ * the entry, so that the table needs no relocation); near_setup checks the
+ * encoding and the placeholder at every site before it patches. The
+ * placeholder is negative, so that the assembler must use the
+ * sign-extended imm32 form (REX.W C7 /0), which the real offset (negative,
+ * below the thread pointer) needs. */
+#define NEAR_TPOFF_PLACEHOLDER (-0x5a5a5a5a)
+static sm_always_inline uintptr_t near_tpoff(void)
+{
+	intptr_t v;
+	__asm__("0: movq %1, %0\n"
+	        ".pushsection sm_near_sites,\"a\",@progbits\n"
+	        ".balign 4\n"
+	        ".long 0b - .\n"
+	        ".popsection"
+	        : "=r"(v)
+	        : "i"(NEAR_TPOFF_PLACEHOLDER));
+	return (uintptr_t)v;
+}
+extern const int32_t __start_sm_near_sites[] sm_hidden, __stop_sm_near_sites[] sm_hidden;
+
+/* The thread state through %fs. */
 typedef struct sm_thread __seg_fs near_thread;
 
 /* The same thread state as a plain pointer, for nested_stock.h: the
  * thread pointer (%fs:0 holds its own address) plus the offset. */
 static sm_always_inline struct sm_thread *near_self_generic(void)
 {
-	return (struct sm_thread *)((char *)__builtin_thread_pointer() + sm_near_tpoff);
+	return (struct sm_thread *)((char *)__builtin_thread_pointer() + near_tpoff());
 }
 
 #define SM_NEAR                                                                     \
@@ -105,7 +131,7 @@ SM_NEAR void *sm_near_malloc(size_t size)
 {
 	if (sm_unlikely(size > SM_MAX_SMALL))
 		return sm_near_malloc_miss(size);
-	near_thread *t = (near_thread *)sm_near_tpoff;
+	near_thread *t = (near_thread *)near_tpoff();
 	size_t cls = t->class_of_units[(size + 15) >> 4]; /* size_t: as in alloc.c */
 	uint32_t d = t->depth;
 	t->depth = d + 1;
@@ -133,7 +159,7 @@ SM_NEAR void *sm_near_malloc(size_t size)
  * misaligned) goes to sm_free itself. */
 SM_NEAR void sm_near_free(void *p)
 {
-	near_thread *t = (near_thread *)sm_near_tpoff;
+	near_thread *t = (near_thread *)near_tpoff();
 	uintptr_t slot = ((uintptr_t)p - t->base) >> SM_SLOT_SHIFT;
 	if (sm_unlikely(slot >= SM_NUM_CLASSES || ((uintptr_t)p & t->class_align_mask[slot])))
 		return sm_near_free_miss(p);
@@ -264,6 +290,30 @@ static bool slot_is_ours(const struct plt_info *pi, void **slot, void *ours)
 	return v == (uintptr_t)ours || (v >= pi->image_lo && v < pi->image_hi);
 }
 
+/* Writes the thread state's offset into every near_tpoff site of the copy;
+ * false (the copy is not used) if a site is not the instruction near_tpoff
+ * emits with its placeholder, or the offset does not fit its imm32. */
+static bool patch_tpoff(char *copy, size_t len)
+{
+	intptr_t off = (intptr_t)((uintptr_t)&_sm_thread - (uintptr_t)__builtin_thread_pointer());
+	if (off < INT32_MIN || off > INT32_MAX || &__start_sm_near_sites[0] == &__stop_sm_near_sites[0])
+		return false;
+	for (const int32_t *e = __start_sm_near_sites; e < __stop_sm_near_sites; e++) {
+		const char *site = (const char *)e + *e;
+		if (site < __start_sm_near_text || site + 7 > __stop_sm_near_text)
+			return false;
+		unsigned char *ins = (unsigned char *)copy + (site - __start_sm_near_text);
+		int32_t imm;
+		memcpy(&imm, ins + 3, sizeof imm);
+		if ((ins[0] & 0xfe) != 0x48 || ins[1] != 0xc7 || (ins[2] & 0xf8) != 0xc0 ||
+		    imm != NEAR_TPOFF_PLACEHOLDER || (size_t)(site - __start_sm_near_text) + 7 > len)
+			return false;
+		imm = (int32_t)off;
+		memcpy(ins + 3, &imm, sizeof imm);
+	}
+	return true;
+}
+
 extern char **environ;
 
 /* An auditor (LD_AUDIT) may have put its own PLT trampolines in the slots. */
@@ -310,9 +360,11 @@ __attribute__((constructor)) static void near_setup(void)
 	if (!copy)
 		return;
 	memcpy(copy, __start_sm_near_text, len);
+	if (!patch_tpoff(copy, len)) {
+		munmap(copy, map_len);
+		return;
+	}
 #define IN_COPY(sym) ((void *)(copy + ((const char *)&(sym) - __start_sm_near_text)))
-	*(uintptr_t *)IN_COPY(sm_near_tpoff) =
-	    (uintptr_t)&_sm_thread - (uintptr_t)__builtin_thread_pointer();
 	*(void **)IN_COPY(sm_near_malloc_miss) = (void *)sm_malloc;
 	*(void **)IN_COPY(sm_near_free_miss) = (void *)sm_free;
 	*(void **)IN_COPY(sm_near_nested_alloc) = (void *)_sm_nested_alloc;

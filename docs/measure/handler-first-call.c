@@ -1,0 +1,179 @@
+/* docs/PERFORMANCE.md, "Session 13": what the first malloc in a SIGPROF
+ * handler costs against a second one right after it, and which untimed
+ * touch before it removes the difference. The churn is handler-paths.c's
+ * (4096 blocks of 16..1040 B, free + malloc, first and last byte checked);
+ * a 100 us timer sends this thread SIGPROF. The handler mallocs a block of
+ * 16..256 B (timed: "first"), a second of the same size ("second"), frees
+ * both (the first free timed: "free"). Times are TSC cycles between two
+ * rdtscp (lfence on either side; this guest's TSC counts in steps of 26 at
+ * 2.6 GHz), the empty pair's own cost included ("empty").
+ *
+ * WARM (first argument) is done, untimed, before the first malloc:
+ *   none    nothing
+ *   near    read the first line of the near copy's page (preload/near.c),
+ *           found in /proc/self/maps as the one-page anonymous r-x mapping
+ *   tls     read every line of libsigmalloc.so's TLS page (dlinfo)
+ *   other   malloc + free of a block of another class (16 or 200 B)
+ *
+ *   gcc -O2 -Wl,-z,lazy -o /tmp/handler-first-call docs/measure/handler-first-call.c -ldl
+ *   for w in none near tls other; do LD_PRELOAD=$PWD/build/preload/libsigmalloc.so \
+ *       taskset -c 1 /tmp/handler-first-call $w 2; done
+ *
+ * It runs under any allocator (near and tls then read nothing).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <x86intrin.h>
+
+#include "clock.h"
+#include "sigprof.h"
+
+static inline uint64_t splitmix(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static inline void escape(void *p)
+{
+	__asm__ volatile("" : : "g"(p) : "memory");
+}
+
+static inline uint64_t tsc(void)
+{
+	unsigned aux;
+	_mm_lfence();
+	uint64_t t = __rdtscp(&aux);
+	_mm_lfence();
+	return t;
+}
+
+enum warm { WARM_NONE, WARM_NEAR, WARM_TLS, WARM_OTHER };
+static enum warm warm;
+static const volatile unsigned char *near_page, *tls_page;
+
+#define CAP 200000
+static uint32_t first[CAP], second[CAP], freed[CAP], empty[CAP];
+static uint32_t n;
+static uint64_t rng = 0x1234567;
+
+static void handler(int sig)
+{
+	(void)sig;
+	int saved = errno;
+	uint32_t size = 16 + (uint32_t)(splitmix(&rng) % 241);
+	if (warm == WARM_NEAR && near_page)
+		(void)near_page[0];
+	else if (warm == WARM_TLS && tls_page)
+		for (int i = 0; i < 4096; i += 64)
+			(void)tls_page[i];
+	else if (warm == WARM_OTHER) {
+		void *w = malloc(size > 128 ? 16 : 200);
+		escape(w);
+		free(w);
+	}
+	uint64_t e0 = tsc(), e1 = tsc();
+	uint64_t a0 = tsc();
+	unsigned char *p = malloc(size);
+	uint64_t a1 = tsc();
+	escape(p);
+	uint64_t b0 = tsc();
+	unsigned char *q = malloc(size);
+	uint64_t b1 = tsc();
+	escape(q);
+	if (p)
+		p[0] = p[size - 1] = 0xa5;
+	uint64_t c0 = tsc();
+	free(p);
+	uint64_t c1 = tsc();
+	free(q);
+	if (n < CAP) {
+		empty[n] = (uint32_t)(e1 - e0);
+		first[n] = (uint32_t)(a1 - a0);
+		second[n] = (uint32_t)(b1 - b0);
+		freed[n] = (uint32_t)(c1 - c0);
+		n++;
+	}
+	errno = saved;
+}
+
+/* The near copy's page: a one-page anonymous executable mapping. */
+static const unsigned char *find_near_page(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	const unsigned char *found = NULL;
+	while (f && fgets(line, sizeof line, f)) {
+		unsigned long lo, hi, ino;
+		char perm[8];
+		int end = 0;
+		if (sscanf(line, "%lx-%lx %7s %*s %*s %lu%n", &lo, &hi, perm, &ino, &end) < 4)
+			continue;
+		while (line[end] == ' ')
+			end++;
+		if (perm[2] == 'x' && ino == 0 && hi - lo == 4096 && line[end] == '\n')
+			found = (const unsigned char *)lo;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+int main(int argc, char **argv)
+{
+	const char *w = argc > 1 ? argv[1] : "none";
+	int seconds = argc > 2 ? atoi(argv[2]) : 2;
+	warm = !strcmp(w, "near") ? WARM_NEAR : !strcmp(w, "tls") ? WARM_TLS
+	     : !strcmp(w, "other") ? WARM_OTHER : WARM_NONE;
+	near_page = find_near_page();
+	void *lib = dlopen("libsigmalloc.so", RTLD_NOLOAD | RTLD_LAZY), *tls = NULL;
+	if (lib && dlinfo(lib, RTLD_DI_TLS_DATA, &tls) == 0)
+		tls_page = tls;
+	printf("warm=%s near page %p, sigmalloc TLS %p\n", w, (void *)near_page, (void *)tls_page);
+
+	enum { SLOTS = 4096, PLAN = 1 << 16 };
+	static void *live[SLOTS];
+	static uint16_t sizes[SLOTS];
+	static uint32_t plan[PLAN];
+	uint64_t s = 7 * 0x2545f4914f6cdd1dull + 1, bad = 0;
+	for (uint32_t i = 0; i < PLAN; i++)
+		plan[i] = (uint32_t)(splitmix(&s) & (SLOTS - 1)) << 11 |
+		          (16 + (uint32_t)(splitmix(&s) % 1025));
+	for (uint32_t i = 0; i < SLOTS; i++) {
+		uint32_t z = 16 + (uint32_t)(splitmix(&s) % 1025);
+		unsigned char *p = malloc(z);
+		p[0] = p[z - 1] = 0x5a;
+		live[i] = p;
+		sizes[i] = (uint16_t)z;
+	}
+	timer_t timer = sigprof_start(handler, 100);
+	uint64_t end = now_ns() + (uint64_t)seconds * 1000000000u;
+	uint32_t pos = 0;
+	while (now_ns() < end)
+		for (int k = 0; k < 10000; k++) {
+			uint32_t e = plan[pos++ & (PLAN - 1)], slot = e >> 11, z = e & 0x7ff;
+			unsigned char *old = live[slot];
+			if (old[0] != 0x5a || old[sizes[slot] - 1] != 0x5a)
+				bad++;
+			free(old);
+			unsigned char *p = malloc(z);
+			escape(p);
+			p[0] = p[z - 1] = 0x5a;
+			live[slot] = p;
+			sizes[slot] = (uint16_t)z;
+		}
+	sigprof_stop(timer);
+	sigprof_report("empty", empty, n, "\n");
+	sigprof_report("first", first, n, "\n");
+	sigprof_report("second", second, n, "\n");
+	sigprof_report("free", freed, n, "\n");
+	printf("blocks changed under the churn: %llu\n", (unsigned long long)bad);
+	return bad != 0;
+}
