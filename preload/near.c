@@ -11,7 +11,8 @@
  * operator new, libc) land near libsigmalloc.so already and are left alone.
  *
  * What the copy does: exactly what alloc.c's sm_malloc and sm_free do up to
- * their tail calls (same depth window, same bucket fields, same tests),
+ * their tail calls, from the same source (src/hit_paths.h: same depth
+ * window, same bucket fields, same tests),
  * reading the thread state %fs-relative from an offset patched into the
  * code as an immediate (near_tpoff). A nested call (depth was not 0) takes or puts a slot of the
  * thread's stock itself, with refill.c's own code for it (nested_stock.h),
@@ -126,62 +127,58 @@ static sm_always_inline struct sm_thread *near_self_generic(void)
 	__attribute__((section("sm_near_text"), hot, aligned(64), used,                \
 	               no_sanitize_undefined, no_instrument_function))
 
-/* alloc.c's sm_malloc and alloc_class, tail calls included. */
+/* The nested cases: a slot of the stock in the copy itself (a signal
+ * handler's common case, see above), else alloc.c's own fallback, entered
+ * with depth held as alloc.c enters it. */
+static sm_always_inline void *near_nested_alloc(size_t cls, size_t align)
+{
+	void *node = nested_alloc_from_stock(near_self_generic(), (uint32_t)cls, align);
+	if (sm_likely(node != NULL))
+		return node;
+	return sm_near_nested_alloc((uint32_t)cls, align); /* it leaves depth at d */
+}
+
+static sm_always_inline void near_nested_free(void *p, size_t cls)
+{
+	if (sm_likely(nested_free_to_stock(near_self_generic(), p, (uint32_t)cls)))
+		return;
+	sm_near_nested_free(p, (uint32_t)cls); /* it leaves depth at d */
+}
+
+/* near_alloc_class and near_free_class: alloc.c's alloc_class and
+ * free_class (src/hit_paths.h), on the %fs address space, falling back
+ * through the copy's data words. */
+#define HIT_PREFIX near_
+#define HIT_THREAD near_thread
+#define HIT_SELF() ((near_thread *)near_tpoff())
+#define HIT_NESTED_ALLOC(cls, align) near_nested_alloc((cls), (align))
+#define HIT_NESTED_FREE(p, cls) near_nested_free((p), (cls))
+#define HIT_ALLOC_SLOW(cls) sm_near_alloc_slow((uint32_t)(cls))
+#define HIT_FREE_SLOW(p, cls) sm_near_free_slow((p), (uint32_t)(cls))
+#define HIT_DOUBLE_FREE(p) sm_near_double_free(p)
+#define HIT_POISON(p) ((void)(p))
+#define HIT_UNPOISON(p) ((void)(p))
+#include "hit_paths.h"
+
+/* alloc.c's sm_malloc: a large size goes to it. */
 SM_NEAR void *sm_near_malloc(size_t size)
 {
 	if (sm_unlikely(size > SM_MAX_SMALL))
 		return sm_near_malloc_miss(size);
-	near_thread *t = (near_thread *)near_tpoff();
-	size_t cls = t->class_of_units[(size + 15) >> 4]; /* size_t: as in alloc.c */
-	uint32_t d = t->depth;
-	t->depth = d + 1;
-	sm_signal_fence();
-	if (sm_unlikely(d != 0)) {
-		void *node = nested_alloc_from_stock(near_self_generic(), (uint32_t)cls, 0);
-		if (sm_likely(node != NULL))
-			return node;
-		return sm_near_nested_alloc((uint32_t)cls, 0); /* it leaves depth at d */
-	}
-	struct sm_bucket *b = t->buckets + cls;
-	uint64_t tally = b->tally;
-	size_t count = tally & SM_TALLY_COUNT_MAX;
-	if (sm_unlikely(count <= b->low_mark))
-		return sm_near_alloc_slow((uint32_t)cls); /* it leaves depth at 0 */
-	b->tally = tally + (sm_config_stats ? SM_TALLY_HIT : (uint64_t)-1);
-	void *p = b->slots[count - 1];
-	sm_signal_fence();
-	t->depth = 0;
-	return p;
+	return near_alloc_class(HIT_SELF()->class_of_units[(size + 15) >> 4], 0);
 }
 
-/* alloc.c's sm_free and free_class, tail calls included; what sm_free
- * hands to free_other or reports before its window (NULL, large, foreign,
- * misaligned) goes to sm_free itself. */
+/* alloc.c's sm_free: what sm_free hands to free_other or reports before
+ * its window (NULL, large, foreign, misaligned) goes to sm_free itself. */
 SM_NEAR void sm_near_free(void *p)
 {
-	near_thread *t = (near_thread *)near_tpoff();
+	near_thread *t = HIT_SELF();
 	uintptr_t slot = ((uintptr_t)p - t->base) >> SM_SLOT_SHIFT;
-	if (sm_unlikely(slot >= SM_NUM_CLASSES || ((uintptr_t)p & t->class_align_mask[slot])))
-		return sm_near_free_miss(p);
-	uint32_t d = t->depth;
-	t->depth = d + 1;
-	sm_signal_fence();
-	if (sm_unlikely(d != 0)) {
-		if (sm_likely(nested_free_to_stock(near_self_generic(), p, (uint32_t)slot)))
-			return;
-		return sm_near_nested_free(p, (uint32_t)slot); /* it leaves depth at d */
+	if (sm_unlikely(slot >= SM_NUM_CLASSES || ((uintptr_t)p & t->class_align_mask[slot]))) {
+		sm_near_free_miss(p);
+		return;
 	}
-	struct sm_bucket *b = t->buckets + slot;
-	uint64_t tally = b->tally;
-	size_t count = tally & SM_TALLY_COUNT_MAX;
-	if (sm_unlikely(b->slots[(ptrdiff_t)count - 1] == p))
-		return sm_near_double_free(p); /* a jump with depth held: it aborts */
-	if (sm_unlikely(count >= b->high_mark))
-		return sm_near_free_slow(p, (uint32_t)slot); /* it leaves depth at 0 */
-	b->slots[count] = p; /* count < high_mark < capacity (types.h) */
-	b->tally = tally + 1;
-	sm_signal_fence();
-	t->depth = 0;
+	near_free_class(p, slot);
 }
 
 /* ------------------------------------------------------------------------

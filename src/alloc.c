@@ -45,8 +45,9 @@
  *
  * Under LD_PRELOAD the main program's own calls reach a copy of the hit
  * paths of sm_malloc and sm_free mapped near its code (preload/near.c),
- * which hands every case but the d == 0 hit back to them: a change to the
- * hit paths here must be made there too.
+ * which sends every case but the d == 0 hit and a nested call's stock slot
+ * to the library's own functions. Both take the class's hit paths from one
+ * source, src/hit_paths.h.
  *
  * Objects carry no header: free() computes the class from the address
  * (backend.c lays every class out in its own 64 GiB slot). The hit paths
@@ -69,7 +70,7 @@
  * _sm_base are read from the thread's TLS block (one page with the depth
  * counter and the nested stock; types.h): the depth and the class table
  * %fs-relative from the one GOT load, the bucket through the TLS page's
- * buckets pointer (thread_bucket). The class index is size_t so that the
+ * buckets pointer (hit_paths.h). The class index is size_t so that the
  * bucket address is computed once.
  */
 #include <string.h>
@@ -96,20 +97,6 @@ _Static_assert(sizeof(struct sm_thread) <= 4096, "the thread state fits in one p
 /* ------------------------------------------------------------------------
  * Depth window
  * ---------------------------------------------------------------------- */
-
-/* The bucket of class cls, through the pointer kept in the TLS page
- * (sm_thread.buckets): one load, then plain addressing, although the
- * buckets are in the TLS too. The tally (and, while buckets were lists,
- * the head) carries the dependency from one call to the next, and two
- * builds that addressed them from %fs
- * (as %fs:off(index), or from the thread pointer at %fs:0) took 4.62-4.71
- * against 4.33-4.39 ns per pair/64 on an AMD Zen 5 core (sigmalloc-bench,
- * 10-12 launches each, interleaved, medians; docs/PERFORMANCE.md); through
- * the pointer, 4.37-4.40. */
-static sm_always_inline struct sm_bucket *thread_bucket(struct sm_thread *t, size_t cls)
-{
-	return t->buckets + cls;
-}
 
 static sm_always_inline uint32_t depth_enter(struct sm_thread *t)
 {
@@ -161,55 +148,20 @@ static inline size_t check_large_pointer(const char *fn, void *p)
  * Small objects: the fast path
  * ---------------------------------------------------------------------- */
 
-/* Allocates one object of class cls; align (0 for plain malloc) only limits
- * which neighbouring classes a nested allocation may fall back to. */
-static sm_always_inline void *alloc_class(size_t cls, size_t align)
-{
-	struct sm_thread *t = &_sm_thread;
-	if (sm_unlikely(depth_enter(t) != 0))
-		return _sm_nested_alloc(cls, align);
-	struct sm_bucket *b = thread_bucket(t, cls);
-	uint64_t tally = b->tally;
-	size_t count = tally & SM_TALLY_COUNT_MAX;
-	if (sm_unlikely(count <= b->low_mark))
-		return _sm_alloc_slow(cls); /* leaves depth at 0 */
-	b->tally = tally + (sm_config_stats ? SM_TALLY_HIT : (uint64_t)-1);
-	void *p = b->slots[count - 1];
-	sm_unpoison(p);
-	sm_signal_fence();
-	t->depth = 0;
-	return p;
-}
-
-static sm_always_inline void free_class(void *p, size_t cls)
-{
-	struct sm_thread *t = &_sm_thread;
-	if (sm_unlikely(depth_enter(t) != 0)) {
-		_sm_nested_free(p, cls);
-		return;
-	}
-	struct sm_bucket *b = thread_bucket(t, cls);
-	uint64_t tally = b->tally;
-	size_t count = tally & SM_TALLY_COUNT_MAX;
-	/* p on top of the bucket is free already: the second free of p with
-	 * no malloc of its class in between. Before the mark test, so that it
-	 * also covers a free that goes on to the slow path, ahead of anything
-	 * there that could move the top (slots[-1] is a NULL guard in every
-	 * bucket, the sentinel's included: types.h). */
-	if (sm_unlikely(b->slots[(ptrdiff_t)count - 1] == p)) {
-		_sm_double_free(p); /* a jump: it aborts */
-		return;
-	}
-	if (sm_unlikely(count >= b->high_mark)) {
-		_sm_free_slow(p, cls); /* leaves depth at 0 */
-		return;
-	}
-	b->slots[count] = p; /* count < high_mark < capacity (types.h) */
-	b->tally = tally + 1;
-	sm_poison(p);
-	sm_signal_fence();
-	t->depth = 0;
-}
+/* alloc_class(cls, align) and free_class(p, cls): src/hit_paths.h, shared
+ * with the near copy (preload/near.c). The thread state through the GOT's
+ * TLS offset; the fallbacks are refill.c's and the reports above. */
+#define HIT_PREFIX
+#define HIT_THREAD struct sm_thread
+#define HIT_SELF() (&_sm_thread)
+#define HIT_NESTED_ALLOC(cls, align) _sm_nested_alloc((uint32_t)(cls), (align))
+#define HIT_NESTED_FREE(p, cls) _sm_nested_free((p), (uint32_t)(cls))
+#define HIT_ALLOC_SLOW(cls) _sm_alloc_slow((uint32_t)(cls))
+#define HIT_FREE_SLOW(p, cls) _sm_free_slow((p), (uint32_t)(cls))
+#define HIT_DOUBLE_FREE(p) _sm_double_free(p)
+#define HIT_POISON(p) sm_poison(p)
+#define HIT_UNPOISON(p) sm_unpoison(p)
+#include "hit_paths.h"
 
 /* ------------------------------------------------------------------------
  * Large objects and everything that is not a class pointer
