@@ -30,21 +30,9 @@
 #include <string.h>
 #include <x86intrin.h>
 
+#include "churn.h"
 #include "clock.h"
 #include "sigprof.h"
-
-static inline uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static inline void escape(void *p)
-{
-	__asm__ volatile("" : : "g"(p) : "memory");
-}
 
 static inline uint64_t tsc(void)
 {
@@ -138,37 +126,10 @@ int main(int argc, char **argv)
 		tls_page = tls;
 	printf("warm=%s near page %p, sigmalloc TLS %p\n", w, (void *)near_page, (void *)tls_page);
 
-	enum { SLOTS = 4096, PLAN = 1 << 16 };
-	static void *live[SLOTS];
-	static uint16_t sizes[SLOTS];
-	static uint32_t plan[PLAN];
-	uint64_t s = 7 * 0x2545f4914f6cdd1dull + 1, bad = 0;
-	for (uint32_t i = 0; i < PLAN; i++)
-		plan[i] = (uint32_t)(splitmix(&s) & (SLOTS - 1)) << 11 |
-		          (16 + (uint32_t)(splitmix(&s) % 1025));
-	for (uint32_t i = 0; i < SLOTS; i++) {
-		uint32_t z = 16 + (uint32_t)(splitmix(&s) % 1025);
-		unsigned char *p = malloc(z);
-		p[0] = p[z - 1] = 0x5a;
-		live[i] = p;
-		sizes[i] = (uint16_t)z;
-	}
+	static struct churn churn;
+	churn_init(&churn);
 	timer_t timer = sigprof_start(handler, 100);
-	uint64_t end = now_ns() + (uint64_t)seconds * 1000000000u;
-	uint32_t pos = 0;
-	while (now_ns() < end)
-		for (int k = 0; k < 10000; k++) {
-			uint32_t e = plan[pos++ & (PLAN - 1)], slot = e >> 11, z = e & 0x7ff;
-			unsigned char *old = live[slot];
-			if (old[0] != 0x5a || old[sizes[slot] - 1] != 0x5a)
-				bad++;
-			free(old);
-			unsigned char *p = malloc(z);
-			escape(p);
-			p[0] = p[z - 1] = 0x5a;
-			live[slot] = p;
-			sizes[slot] = (uint16_t)z;
-		}
+	uint64_t bad = churn_run(&churn, seconds, NULL);
 	sigprof_stop(timer);
 	sigprof_report("empty", empty, n, "\n");
 	sigprof_report("first", first, n, "\n");

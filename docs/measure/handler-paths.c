@@ -22,21 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "churn.h"
 #include "clock.h"
 #include "sigprof.h"
-
-static inline uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static inline void escape(void *p)
-{
-	__asm__ volatile("" : : "g"(p) : "memory");
-}
 
 #define CAP 400000
 static uint32_t inside[CAP], outside[CAP], all[CAP];
@@ -76,39 +64,10 @@ static void handler(int sig)
 int main(int argc, char **argv)
 {
 	int seconds = argc > 1 ? atoi(argv[1]) : 3;
-	enum { SLOTS = 4096, PLAN = 1 << 16 };
-	static void *live[SLOTS];
-	static uint16_t sizes[SLOTS];
-	static uint32_t plan[PLAN];
-	uint64_t s = 7 * 0x2545f4914f6cdd1dull + 1, bad = 0;
-	for (uint32_t i = 0; i < PLAN; i++)
-		plan[i] = (uint32_t)(splitmix(&s) & (SLOTS - 1)) << 11 |
-		          (16 + (uint32_t)(splitmix(&s) % 1025));
-	for (uint32_t i = 0; i < SLOTS; i++) {
-		uint32_t z = 16 + (uint32_t)(splitmix(&s) % 1025);
-		unsigned char *p = malloc(z);
-		p[0] = p[z - 1] = 0x5a;
-		live[i] = p;
-		sizes[i] = (uint16_t)z;
-	}
+	static struct churn churn;
+	churn_init(&churn);
 	timer_t timer = sigprof_start(handler, 100);
-	uint64_t end = now_ns() + (uint64_t)seconds * 1000000000u;
-	uint32_t pos = 0;
-	while (now_ns() < end)
-		for (int k = 0; k < 10000; k++) {
-			uint32_t e = plan[pos++ & (PLAN - 1)], slot = e >> 11, z = e & 0x7ff;
-			unsigned char *old = live[slot];
-			if (old[0] != 0x5a || old[sizes[slot] - 1] != 0x5a)
-				bad++;
-			in_allocator = 1;
-			free(old);
-			unsigned char *p = malloc(z);
-			in_allocator = 0;
-			escape(p);
-			p[0] = p[z - 1] = 0x5a;
-			live[slot] = p;
-			sizes[slot] = (uint16_t)z;
-		}
+	uint64_t bad = churn_run(&churn, seconds, &in_allocator);
 	sigprof_stop(timer);
 	sigprof_report("inside", inside, n_inside, "\n");
 	sigprof_report("outside", outside, n_outside, "\n");
