@@ -290,7 +290,7 @@ static bool slot_is_ours(const struct plt_info *pi, void **slot, void *ours)
 /* Writes the thread state's offset into every near_tpoff site of the copy;
  * false (the copy is not used) if a site is not the instruction near_tpoff
  * emits with its placeholder, or the offset does not fit its imm32. */
-static bool patch_tpoff(char *copy, size_t len)
+static bool patch_tpoff(char *copy)
 {
 	intptr_t off = (intptr_t)((uintptr_t)&_sm_thread - (uintptr_t)__builtin_thread_pointer());
 	if (off < INT32_MIN || off > INT32_MAX || &__start_sm_near_sites[0] == &__stop_sm_near_sites[0])
@@ -303,7 +303,7 @@ static bool patch_tpoff(char *copy, size_t len)
 		int32_t imm;
 		memcpy(&imm, ins + 3, sizeof imm);
 		if ((ins[0] & 0xfe) != 0x48 || ins[1] != 0xc7 || (ins[2] & 0xf8) != 0xc0 ||
-		    imm != NEAR_TPOFF_PLACEHOLDER || (size_t)(site - __start_sm_near_text) + 7 > len)
+		    imm != NEAR_TPOFF_PLACEHOLDER)
 			return false;
 		imm = (int32_t)off;
 		memcpy(ins + 3, &imm, sizeof imm);
@@ -357,7 +357,7 @@ __attribute__((constructor)) static void near_setup(void)
 	if (!copy)
 		return;
 	memcpy(copy, __start_sm_near_text, len);
-	if (!patch_tpoff(copy, len)) {
+	if (!patch_tpoff(copy)) {
 		munmap(copy, map_len);
 		return;
 	}

@@ -98,14 +98,7 @@ _Static_assert(sizeof(struct sm_thread) <= 4096, "the thread state fits in one p
  * Depth window
  * ---------------------------------------------------------------------- */
 
-static sm_always_inline uint32_t depth_enter(struct sm_thread *t)
-{
-	uint32_t d = t->depth;
-	t->depth = d + 1;
-	sm_signal_fence();
-	return d;
-}
-
+/* depth_enter(t): src/hit_paths.h, instantiated below. */
 static sm_always_inline void depth_leave(struct sm_thread *t)
 {
 	sm_signal_fence();

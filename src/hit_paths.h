@@ -28,8 +28,8 @@
  *   HIT_POISON(p), HIT_UNPOISON(p)
  *                              AddressSanitizer's marks (no-ops elsewhere)
  *
- * and gets HIT_PREFIX##alloc_class(cls, align) and
- * HIT_PREFIX##free_class(p, cls). Both are always inlined: the fallbacks
+ * and gets HIT_PREFIX##alloc_class(cls, align), HIT_PREFIX##free_class(p,
+ * cls) and the window's entry they use, HIT_PREFIX##depth_enter(t). Both are always inlined: the fallbacks
  * are tail calls, and the d == 0 hit is the handful of instructions that
  * alloc.c's header counts (no call, no locked instruction, the object
  * neither read nor written). Invariants they rely on: the bucket's count
@@ -46,15 +46,22 @@
 
 #define HIT(name) SM_HIT_CAT(HIT_PREFIX, name)
 
+/* Enters the depth window (alloc.c's reentrancy protocol): returns the
+ * depth found, which the caller's d == 0 or d != 0 case follows. */
+static sm_always_inline uint32_t HIT(depth_enter)(HIT_THREAD *t)
+{
+	uint32_t d = t->depth;
+	t->depth = d + 1;
+	sm_signal_fence();
+	return d;
+}
+
 /* Allocates one object of class cls; align (0 for plain malloc) only limits
  * which neighbouring classes a nested allocation may fall back to. */
 static sm_always_inline void *HIT(alloc_class)(size_t cls, size_t align)
 {
 	HIT_THREAD *t = HIT_SELF();
-	uint32_t d = t->depth;
-	t->depth = d + 1;
-	sm_signal_fence();
-	if (sm_unlikely(d != 0))
+	if (sm_unlikely(HIT(depth_enter)(t) != 0))
 		return HIT_NESTED_ALLOC(cls, align);
 	/* The bucket through the pointer kept in the TLS page (sm_thread.buckets):
 	 * one load, then plain addressing, although the buckets are in the TLS
@@ -80,10 +87,7 @@ static sm_always_inline void *HIT(alloc_class)(size_t cls, size_t align)
 static sm_always_inline void HIT(free_class)(void *p, size_t cls)
 {
 	HIT_THREAD *t = HIT_SELF();
-	uint32_t d = t->depth;
-	t->depth = d + 1;
-	sm_signal_fence();
-	if (sm_unlikely(d != 0)) {
+	if (sm_unlikely(HIT(depth_enter)(t) != 0)) {
 		HIT_NESTED_FREE(p, cls);
 		return;
 	}
