@@ -211,8 +211,7 @@ static inline struct sm_node *tls_take_one(struct sm_node **head)
  * Slots (SM_STOCK_SLOTS pointers and their state word, struct sm_stock)
  * ---------------------------------------------------------------------- */
 
-#define TLS_FULL(j) (1u << (j))
-#define TLS_CLAIMED(j) (1u << (16 + (j)))
+/* Slot j's FULL bit is bit j, its CLAIMED bit that one shifted left by 16. */
 #define TLS_ALL_SLOTS ((1u << SM_STOCK_SLOTS) - 1)
 _Static_assert(SM_STOCK_SLOTS <= 16, "FULL and CLAIMED bits share one word");
 
@@ -235,33 +234,38 @@ static inline uint32_t tls_slots_count(uint32_t w)
 	return (uint32_t)(0x4332322132212110ull >> (tls_slots_full(w) * 4)) & 0xf;
 }
 
-/* Takes the object of a full slot; NULL if no slot is full. */
+/* Takes the object of a full slot; NULL if no slot is full. The claim
+ * flips the slot's FULL bit off and its CLAIMED bit on with one xor of the
+ * word: a full slot is never also claimed. The lowest full slot, as a bit
+ * (full & -full), so that no step shifts by a variable count: this runs
+ * cold in a signal handler, and its size in cache lines is its cost
+ * (docs/PERFORMANCE.md, "Session 14"). */
 static inline void *tls_slots_take(uint32_t *state, void *const *slot)
 {
-	uint32_t w = tls_state_load(state), j;
+	uint32_t w = tls_state_load(state), bit;
 	do {
 		uint32_t full = tls_slots_full(w);
 		if (!full)
 			return NULL;
-		j = (uint32_t)__builtin_ctz(full);
-	} while (!tls_cas32(state, &w, (w & ~TLS_FULL(j)) | TLS_CLAIMED(j)));
-	void *p = slot[j];
-	tls_xor32(state, TLS_CLAIMED(j)); /* claimed -> free */
+		bit = full & (0u - full);
+	} while (!tls_cas32(state, &w, w ^ (bit | bit << 16)));
+	void *p = slot[__builtin_ctz(bit)];
+	tls_xor32(state, bit << 16); /* claimed -> free */
 	return p;
 }
 
 /* Puts p in a free slot; false if none is free. */
 static inline bool tls_slots_put(uint32_t *state, void **slot, void *p)
 {
-	uint32_t w = tls_state_load(state), j;
+	uint32_t w = tls_state_load(state), bit;
 	do {
 		uint32_t free_slots = ~(w | w >> 16) & TLS_ALL_SLOTS;
 		if (!free_slots)
 			return false;
-		j = (uint32_t)__builtin_ctz(free_slots);
-	} while (!tls_cas32(state, &w, w | TLS_CLAIMED(j)));
-	slot[j] = p;
-	tls_xor32(state, TLS_CLAIMED(j) | TLS_FULL(j)); /* claimed -> full */
+		bit = free_slots & (0u - free_slots);
+	} while (!tls_cas32(state, &w, w | bit << 16));
+	slot[__builtin_ctz(bit)] = p;
+	tls_xor32(state, bit | bit << 16); /* claimed -> full */
 	return true;
 }
 
