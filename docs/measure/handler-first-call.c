@@ -28,20 +28,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <x86intrin.h>
 
 #include "churn.h"
 #include "clock.h"
+#include "near-page.h"
 #include "sigprof.h"
-
-static inline uint64_t tsc(void)
-{
-	unsigned aux;
-	_mm_lfence();
-	uint64_t t = __rdtscp(&aux);
-	_mm_lfence();
-	return t;
-}
 
 enum warm { WARM_NONE, WARM_NEAR, WARM_TLS, WARM_OTHER };
 static enum warm warm;
@@ -67,20 +58,20 @@ static void handler(int sig)
 		escape(w);
 		free(w);
 	}
-	uint64_t e0 = tsc(), e1 = tsc();
-	uint64_t a0 = tsc();
+	uint64_t e0 = tsc_cycles(), e1 = tsc_cycles();
+	uint64_t a0 = tsc_cycles();
 	unsigned char *p = malloc(size);
-	uint64_t a1 = tsc();
+	uint64_t a1 = tsc_cycles();
 	escape(p);
-	uint64_t b0 = tsc();
+	uint64_t b0 = tsc_cycles();
 	unsigned char *q = malloc(size);
-	uint64_t b1 = tsc();
+	uint64_t b1 = tsc_cycles();
 	escape(q);
 	if (p)
 		p[0] = p[size - 1] = 0xa5;
-	uint64_t c0 = tsc();
+	uint64_t c0 = tsc_cycles();
 	free(p);
-	uint64_t c1 = tsc();
+	uint64_t c1 = tsc_cycles();
 	free(q);
 	if (n < CAP) {
 		empty[n] = (uint32_t)(e1 - e0);
@@ -90,28 +81,6 @@ static void handler(int sig)
 		n++;
 	}
 	errno = saved;
-}
-
-/* The near copy's page: a one-page anonymous executable mapping. */
-static const unsigned char *find_near_page(void)
-{
-	FILE *f = fopen("/proc/self/maps", "r");
-	char line[512];
-	const unsigned char *found = NULL;
-	while (f && fgets(line, sizeof line, f)) {
-		unsigned long lo, hi, ino;
-		char perm[8];
-		int end = 0;
-		if (sscanf(line, "%lx-%lx %7s %*s %*s %lu%n", &lo, &hi, perm, &ino, &end) < 4)
-			continue;
-		while (line[end] == ' ')
-			end++;
-		if (perm[2] == 'x' && ino == 0 && hi - lo == 4096 && line[end] == '\n')
-			found = (const unsigned char *)lo;
-	}
-	if (f)
-		fclose(f);
-	return found;
 }
 
 int main(int argc, char **argv)
