@@ -9,6 +9,8 @@
  *
  * WARM (first argument) is read, untimed, before the malloc:
  *   none    nothing
+ *   page    one line of the near copy's page past its code (offset 3072):
+ *           the page's translation, not the code's lines
  *   code    the first 1 KiB of the near copy's page, which holds all of
  *           its code (preload/near.c; objdump -h: section sm_near_text)
  *   tls     every line of libsigmalloc.so's TLS block (dlinfo): the
@@ -16,7 +18,7 @@
  *   both    code, then tls
  *
  *   gcc -O2 -Wl,-z,lazy -o /tmp/handler-nested-warm docs/measure/handler-nested-warm.c -ldl
- *   for i in 1 2 3 4 5; do for w in none code tls both; do \
+ *   for i in 1 2 3 4 5 6; do for w in none page code tls both; do \
  *       LD_PRELOAD=$PWD/build/preload/libsigmalloc.so taskset -c 1 \
  *       /tmp/handler-nested-warm $w 2; done; done
  *
@@ -41,7 +43,7 @@ static uint32_t in_malloc[CAP], in_free[CAP], out_malloc[CAP], out_free[CAP], em
 static uint32_t n_in, n_out, n_empty;
 static volatile int inside;
 static uint64_t rng = 0x1234567;
-static int warm_code, warm_tls;
+static int warm_page, warm_code, warm_tls;
 static const volatile unsigned char *near_page, *tls_page;
 
 static void handler(int sig)
@@ -50,6 +52,8 @@ static void handler(int sig)
 	int saved = errno;
 	int was_inside = inside;
 	uint32_t size = 16 + (uint32_t)(splitmix(&rng) % 241);
+	if (warm_page && near_page)
+		(void)near_page[3072];
 	if (warm_code && near_page)
 		for (int i = 0; i < 1024; i += 64)
 			(void)near_page[i];
@@ -82,6 +86,7 @@ int main(int argc, char **argv)
 {
 	const char *w = argc > 1 ? argv[1] : "none";
 	int seconds = argc > 2 ? atoi(argv[2]) : 2;
+	warm_page = !strcmp(w, "page");
 	warm_code = !strcmp(w, "code") || !strcmp(w, "both");
 	warm_tls = !strcmp(w, "tls") || !strcmp(w, "both");
 	near_page = find_near_page();
