@@ -17,11 +17,10 @@
  * The core may be linked into the program or sit in a shared object far
  * from it (call-cost.sh: "far"), which is where a preloaded allocator sits.
  */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "clock.h"
+#include "pair-loop.h"
 #include "sigmalloc.h"
 
 #ifndef CALL
@@ -64,19 +63,7 @@ __asm__(".text\n.p2align 6\nstub_malloc: jmp *stub_malloc_target(%rip)\n"
 #define CALL_FREE stub_free
 #endif
 
-double run_loop(size_t size, long n)
-{
-	uintptr_t sum = 0;
-	uint64_t t0 = now_ns();
-	for (long i = 0; i < n; i++) {
-		char *p = CALL_MALLOC(size);
-		__asm__ volatile("" : : "r"(p) : "memory");
-		p[0] = (char)i;
-		sum += (uintptr_t)p >> 4;
-		CALL_FREE(p);
-	}
-	return (double)(now_ns() - t0) / (double)n + (double)(sum & 1) * 1e-12;
-}
+DEFINE_PAIR_LOOP(, run_loop, CALL_MALLOC, CALL_FREE)
 
 #ifndef LOOP_IN_LIB
 int main(int argc, char **argv)

@@ -14,12 +14,10 @@
  *       build/src/libsigmalloc-core.a -ljemalloc -lpthread
  *   gcc -O2 -DSTATIC_CORE -DTLS_PAGE_OFF=0x9e0 -Iinclude -o /tmp/pair-static-9e0 ...
  */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
-#include "clock.h"
+#include "pair-loop.h"
 
 #ifdef STATIC_CORE
 #include "sigmalloc.h"
@@ -30,19 +28,12 @@
 __attribute__((used, aligned(4096))) const long tls_page[512] = { [(TLS_PAGE_OFF) / 8] = -4096 };
 #endif
 
+DEFINE_PAIR_LOOP(static, pair_loop, malloc, free)
+
 int main(int argc, char **argv)
 {
 	size_t size = argc > 1 ? strtoul(argv[1], NULL, 0) : 64;
 	long n = argc > 2 ? atol(argv[2]) : 20000000;
-	uintptr_t sum = 0;
-	uint64_t t0 = now_ns();
-	for (long i = 0; i < n; i++) {
-		char *p = malloc(size);
-		__asm__ volatile("" : : "r"(p) : "memory");
-		p[0] = (char)i;
-		sum += (uintptr_t)p >> 4;
-		free(p);
-	}
-	printf("%.2f\n", (double)(now_ns() - t0) / n);
-	return (int)(sum & 1);
+	printf("%.2f\n", pair_loop(size, n));
+	return 0;
 }
