@@ -23,7 +23,7 @@
  * the cache by the owner: _sm_nested_stats_fold). */
 static sm_always_inline void stock_count(struct sm_thread *t, uint32_t *counter, uint32_t cls)
 {
-	tls_add32((int32_t *)counter, 1);
+	tls_add32u(counter, 1);
 	tls_or32(&t->stats_dirty, 1u << cls);
 }
 

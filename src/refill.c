@@ -343,7 +343,7 @@ static void fold_counter(uint32_t *tls, _Atomic uint64_t *cache)
 	uint32_t v = __atomic_load_n(tls, __ATOMIC_RELAXED);
 	if (!v)
 		return;
-	tls_add32((int32_t *)tls, (int32_t)(0u - v));
+	tls_add32u(tls, 0u - v); /* wraps: the counter loses exactly v */
 	atomic_store_explicit(cache, atomic_load_explicit(cache, memory_order_relaxed) + v,
 	                      memory_order_relaxed);
 }
@@ -982,7 +982,7 @@ void _sm_global_reserve_stats(uint32_t cls, uint64_t *allocs, uint64_t *nulls, i
  * (or for the rare NULL): a relaxed load and store, no locked instruction.
  * A handler that interrupts another between the load and the store loses
  * one count, which statistics can afford; so may threads that share the
- * process-wide counters. The common counters are in TLS (tls_add64). */
+ * process-wide counters. The common counters are in TLS (tls_add32u). */
 static inline void stat_inc(_Atomic uint64_t *counter)
 {
 	atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,

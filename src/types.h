@@ -240,7 +240,7 @@ enum sm_cache_state {
  * exits is drained and reused by a later thread (cache.c), so the number of
  * caches is the largest number of threads alive at once. */
 struct sm_cache {
-	/* The private buckets, never NULL: the owner's TLS (sm_thread.bucket)
+	/* The private buckets, never NULL: the owner's TLS (sm_thread.line)
 	 * while LIVE, else `parked`. Switched under the registry lock, at
 	 * set-up and at thread exit (cache.c), so that the statistics reader
 	 * never follows it into the TLS of a thread that has gone. Reached
