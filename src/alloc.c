@@ -85,7 +85,7 @@
  * recognises. */
 __thread struct sm_thread _sm_thread sm_tls __attribute__((aligned(4096))) = {
 	.cache = (struct sm_cache *)&_sm_cache_empty,
-	.lines = (struct sm_class_line *)_sm_cache_empty.parked,
+	.buckets = (struct sm_bucket *)_sm_cache_empty.parked,
 	.base = SM_BASE_UNSET,
 	.class_of_units = SM_CLASS_OF_UNITS,
 	.class_align_mask = SM_CLASS_ALIGN_MASK,

@@ -57,8 +57,8 @@
  * below, which free reads for its double-free check; nothing writes it. */
 static void *const empty_guard[1];
 const struct sm_cache _sm_cache_empty = {
-	.priv = (struct sm_class_line *)_sm_cache_empty.parked,
-	.parked = { [0 ... SM_NUM_CLASSES - 1] = { .bucket = { .slots = (void **)&empty_guard[1] } } },
+	.priv = (struct sm_bucket *)_sm_cache_empty.parked,
+	.parked = { [0 ... SM_NUM_CLASSES - 1] = { .slots = (void **)&empty_guard[1] } },
 };
 
 _Atomic int _sm_initialized; /* 0 not yet, 1 ready, -1 failed */
@@ -139,17 +139,17 @@ static void cache_set_marks(struct sm_cache *c)
 {
 	void **slots = c->slot_store;
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		struct sm_bucket *b = cache_bucket(c, cls);
+		struct sm_bucket *b = &c->priv[cls];
 		struct sm_bucket_slow *s = &c->slow[cls];
 		uint32_t low, high, batch, cap;
 		_sm_class_watermarks(cls, &low, &high, &batch, &cap);
 		b->slots = slots + 1; /* slots[-1]: the guard, always NULL */
-		s->capacity = _sm_class_slots(cls);
+		b->capacity = _sm_class_slots(cls);
 		slots += class_slot_span(cls);
 		/* Without a refill thread, refill when empty (issue 3 arms it). */
 		b->low_mark = 0; /* armed by the first refill once the thread runs */
 		b->high_mark = high;
-		s->batch = batch;
+		b->batch = batch;
 		s->low_default = low;
 		s->high_default = high;
 		s->high_cap = cap;
@@ -158,17 +158,6 @@ static void cache_set_marks(struct sm_cache *c)
 		first = first < 1 ? 1 : first;
 		s->refill_first = first < batch ? first : batch;
 		s->refill_next = s->refill_first;
-	}
-}
-
-/* Moves the private buckets of every class from one set of class lines to
- * another (TLS and the cache: types.h), leaving the source's empty. Only
- * the bucket halves: a stock stays in its thread's TLS. */
-static void buckets_move(struct sm_class_line *to, struct sm_class_line *from)
-{
-	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		to[cls].bucket = from[cls].bucket;
-		memset(&from[cls].bucket, 0, sizeof from[cls].bucket);
 	}
 }
 
@@ -211,9 +200,10 @@ static struct sm_cache *cache_acquire(void)
 		/* Its private buckets (an exited thread's, or empty) move into this
 		 * thread's TLS, where the fast path finds them. */
 		struct sm_thread *t = &_sm_thread;
-		buckets_move(t->line, c->parked);
-		c->priv = t->line;
-		t->lines = t->line;
+		memcpy(t->bucket, c->parked, sizeof t->bucket);
+		memset(c->parked, 0, sizeof c->parked);
+		c->priv = t->bucket;
+		t->buckets = t->bucket;
 		c->large_arena = _sm_backend_large_arena(large_arena_seq++);
 		if (c->tcache == SM_TCACHE_NONE) /* a new cache, or one forgotten by fork */
 			c->tcache = _sm_backend_tcache_create();
@@ -292,7 +282,7 @@ struct sm_cache *_sm_thread_setup(void)
 void _sm_cache_flush(struct sm_cache *c, int tc)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-		struct sm_bucket *b = cache_bucket(c, cls);
+		struct sm_bucket *b = &c->priv[cls];
 		struct sm_bucket_shared *sh = &c->shared[cls];
 		uint32_t n = bucket_count(b);
 		if (n) {
@@ -335,10 +325,10 @@ void _sm_registry_unlock(void)
 static void buckets_park(struct sm_thread *t, struct sm_cache *c)
 {
 	pthread_mutex_lock(&registry_lock);
-	buckets_move(c->parked, t->line);
+	memcpy(c->parked, t->bucket, sizeof c->parked);
 	c->priv = c->parked;
 	pthread_mutex_unlock(&registry_lock);
-	t->lines = (struct sm_class_line *)_sm_cache_empty.parked;
+	t->buckets = (struct sm_bucket *)_sm_cache_empty.parked;
 }
 
 static void thread_exit(void *arg)
@@ -435,6 +425,6 @@ static void fork_child(void)
 	_sm_refiller_fork_child(mine);
 	if (mine) /* its low marks were armed for a thread that is gone */
 		for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++)
-			cache_bucket(mine, cls)->low_mark = 0;
+			mine->priv[cls].low_mark = 0;
 	pthread_sigmask(SIG_SETMASK, &fork_saved_mask, NULL); /* last: all is whole again */
 }

@@ -63,7 +63,7 @@ static sm_always_inline void *HIT(alloc_class)(size_t cls, size_t align)
 	HIT_THREAD *t = HIT_SELF();
 	if (sm_unlikely(HIT(depth_enter)(t) != 0))
 		return HIT_NESTED_ALLOC(cls, align);
-	/* The bucket through the pointer kept in the TLS page (sm_thread.lines):
+	/* The bucket through the pointer kept in the TLS page (sm_thread.buckets):
 	 * one load, then plain addressing, although the buckets are in the TLS
 	 * too. The tally carries the dependency from one call to the next, and
 	 * two builds that addressed them from %fs (as %fs:off(index), or from
@@ -71,7 +71,7 @@ static sm_always_inline void *HIT(alloc_class)(size_t cls, size_t align)
 	 * pair/64 on an AMD Zen 5 core (sigmalloc-bench, 10-12 launches each,
 	 * interleaved, medians; docs/PERFORMANCE.md); through the pointer,
 	 * 4.37-4.40. */
-	struct sm_bucket *b = &t->lines[cls].bucket;
+	struct sm_bucket *b = t->buckets + cls;
 	uint64_t tally = b->tally;
 	size_t count = tally & SM_TALLY_COUNT_MAX;
 	if (sm_unlikely(count <= b->low_mark))
@@ -91,7 +91,7 @@ static sm_always_inline void HIT(free_class)(void *p, size_t cls)
 		HIT_NESTED_FREE(p, cls);
 		return;
 	}
-	struct sm_bucket *b = &t->lines[cls].bucket;
+	struct sm_bucket *b = t->buckets + cls;
 	uint64_t tally = b->tally;
 	size_t count = tally & SM_TALLY_COUNT_MAX;
 	/* p on top of the bucket is free already: the second free of p with

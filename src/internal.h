@@ -192,12 +192,6 @@ bool _sm_backend_read_u64(const char *name, uint64_t *out) sm_hidden;
 
 // "cache.c": thread caches, their registry, thread exit and fork.
 extern const struct sm_cache _sm_cache_empty sm_hidden;
-/* The private bucket of class cls of c: in its owner's TLS while it is
- * LIVE, else parked in c (types.h, sm_cache.priv). */
-static inline struct sm_bucket *cache_bucket(struct sm_cache *c, uint32_t cls)
-{
-	return &c->priv[cls].bucket;
-}
 void _sm_registry_lock(void) sm_hidden;   /* the statistics reader's walk */
 void _sm_registry_unlock(void) sm_hidden;
 /* Sets up the calling thread at depth 1; NULL if it cannot have a cache. */

@@ -21,9 +21,9 @@
 
 /* Counts one nested event of class cls in the thread's TLS (folded into
  * the cache by the owner: _sm_nested_stats_fold). */
-static sm_always_inline void stock_count(struct sm_thread *t, uint32_t *counter, uint32_t cls)
+static sm_always_inline void stock_count(struct sm_thread *t, uint64_t *counter, uint32_t cls)
 {
-	tls_add32u(counter, 1);
+	tls_add64(counter, 1);
 	tls_or32(&t->stats_dirty, 1u << cls);
 }
 
@@ -31,7 +31,7 @@ static sm_always_inline void stock_count(struct sm_thread *t, uint32_t *counter,
 static sm_always_inline void *nested_alloc_from_stock(struct sm_thread *t, uint32_t cls,
                                                       size_t align)
 {
-	struct sm_stock *s = &t->line[cls].stock;
+	struct sm_stock *s = &t->stock[cls];
 	void *node;
 	if (sm_unlikely(align > 16) ||
 	    sm_unlikely((node = tls_slots_take(&s->state, s->slot)) == NULL))
@@ -51,7 +51,7 @@ static sm_always_inline void *nested_alloc_from_stock(struct sm_thread *t, uint3
  * LIVE or no slot is free. */
 static sm_always_inline bool nested_free_to_stock(struct sm_thread *t, void *p, uint32_t cls)
 {
-	struct sm_stock *s = &t->line[cls].stock;
+	struct sm_stock *s = &t->stock[cls];
 	if (sm_unlikely(t->state != SM_THREAD_LIVE) ||
 	    sm_unlikely(!tls_slots_put(&s->state, s->slot, p)))
 		return false;

@@ -106,9 +106,9 @@ void _sm_slots_reverse(void **objs, uint32_t n)
  * a cache that is not LIVE theirs. */
 void _sm_bucket_splice(struct sm_cache *c, uint32_t cls, struct sm_node *first, uint32_t n)
 {
-	struct sm_bucket *b = cache_bucket(c, cls);
+	struct sm_bucket *b = &c->priv[cls];
 	uint32_t count = bucket_count(b);
-	uint32_t room = c->slow[cls].capacity - count;
+	uint32_t room = b->capacity - count;
 	uint32_t pushed = n < room ? n : room;
 	for (uint32_t i = 0; i < pushed; i++) {
 		struct sm_node *next = first->next;
@@ -147,9 +147,9 @@ static uint32_t bucket_take(struct sm_bucket *b, uint32_t n,
  * at depth 1. */
 static void bucket_take_magazine(struct sm_cache *c, uint32_t cls, struct sm_magazine *m)
 {
-	struct sm_bucket *b = cache_bucket(c, cls);
+	struct sm_bucket *b = &c->priv[cls];
 	uint32_t count = bucket_count(b);
-	uint32_t room = c->slow[cls].capacity - count;
+	uint32_t room = b->capacity - count;
 	uint32_t keep = m->n < room ? m->n : room;
 	uint32_t over = m->n - keep;
 	if (sm_unlikely(over)) {
@@ -220,7 +220,7 @@ void _sm_reserve_restock(struct sm_cache *c, bool owner, int tc)
 		uint32_t need = _sm_options.reserve - (uint32_t)have;
 		struct sm_node *first, *last;
 		uint32_t got;
-		struct sm_bucket *b = cache_bucket(c, cls);
+		struct sm_bucket *b = &c->priv[cls];
 		bool from_list = owner && bucket_count(b) > need;
 		if (from_list)
 			got = bucket_take(b, need, &first, &last);
@@ -244,7 +244,7 @@ static void trim_after_idle(struct sm_cache *c)
 {
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		_sm_bucket_trim_to(c, cls, c->slow[cls].low_default);
-		cache_bucket(c, cls)->high_mark = c->slow[cls].high_default;
+		c->priv[cls].high_mark = c->slow[cls].high_default;
 		c->slow[cls].refill_next = c->slow[cls].refill_first;
 	}
 }
@@ -270,7 +270,7 @@ static inline int32_t stock_held(struct sm_stock *s)
 static void stock_fill(struct sm_thread *t, struct sm_cache *c, uint32_t cls, uint32_t slots,
                        uint32_t n)
 {
-	struct sm_bucket *b = cache_bucket(c, cls);
+	struct sm_bucket *b = &c->priv[cls];
 	struct sm_node *first, *last;
 	uint32_t got;
 	if (bucket_count(b) > n) {
@@ -279,7 +279,7 @@ static void stock_fill(struct sm_thread *t, struct sm_cache *c, uint32_t cls, ui
 		got = _sm_backend_alloc_batch(cls, n, &first, &last, c->tcache);
 		c->slow[cls].objects_refilled += got;
 	}
-	struct sm_stock *s = &t->line[cls].stock;
+	struct sm_stock *s = &t->stock[cls];
 	/* A handler may fill slots meanwhile: what finds none goes on more. */
 	for (; got && slots; got--, slots--) {
 		struct sm_node *next = first->next;
@@ -303,7 +303,7 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 	while (want) {
 		uint32_t cls = (uint32_t)__builtin_ctz(want);
 		want &= want - 1;
-		struct sm_stock *s = &t->line[cls].stock;
+		struct sm_stock *s = &t->stock[cls];
 		if (s->more_count > t->stock_more) {
 			struct sm_node *chain = tls_take_all(&s->more);
 			if (chain) {
@@ -313,7 +313,7 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 				/* At most stock_more_max objects; if they would take the
 				 * private bucket over its high mark, they go straight to
 				 * jemalloc, as a trim would send them. */
-				struct sm_bucket *b = cache_bucket(c, cls);
+				struct sm_bucket *b = &c->priv[cls];
 				if (bucket_count(b) + n <= b->high_mark) {
 					_sm_bucket_splice(c, cls, chain, n);
 				} else {
@@ -334,16 +334,13 @@ static sm_noinline void stock_rebalance(struct sm_thread *t, struct sm_cache *c)
 /* Moves the nested statistics counted in TLS into the cache, where
  * sm_stats reads them (it cannot read another thread's TLS). Each TLS
  * counter loses exactly what was read, in one instruction, so a handler's
- * increment in between is kept for the next fold. The TLS counters are 32
- * bits (they share the class's line with its bucket: types.h), so a count
- * is lost only if 2^32 nested events of one class happen between two of
- * the owner's slow paths that fold (statistics only). */
-static void fold_counter(uint32_t *tls, _Atomic uint64_t *cache)
+ * increment in between is kept for the next fold. */
+static void fold_counter(uint64_t *tls, _Atomic uint64_t *cache)
 {
-	uint32_t v = __atomic_load_n(tls, __ATOMIC_RELAXED);
+	uint64_t v = __atomic_load_n(tls, __ATOMIC_RELAXED);
 	if (!v)
 		return;
-	tls_add32u(tls, 0u - v); /* wraps: the counter loses exactly v */
+	tls_add64(tls, -v);
 	atomic_store_explicit(cache, atomic_load_explicit(cache, memory_order_relaxed) + v,
 	                      memory_order_relaxed);
 }
@@ -356,9 +353,9 @@ void _sm_nested_stats_fold(struct sm_thread *t, struct sm_cache *c)
 		uint32_t cls = (uint32_t)__builtin_ctz(dirty);
 		dirty &= dirty - 1;
 		struct sm_bucket_shared *sh = &c->shared[cls];
-		fold_counter(&t->line[cls].stock.nested_allocs, &sh->nested_allocs);
-		fold_counter(&t->line[cls].stock.nested_frees, &sh->nested_frees);
-		atomic_store_explicit(&sh->stock_held, stock_held(&t->line[cls].stock), memory_order_relaxed);
+		fold_counter(&t->stock[cls].nested_allocs, &sh->nested_allocs);
+		fold_counter(&t->stock[cls].nested_frees, &sh->nested_frees);
+		atomic_store_explicit(&sh->stock_held, stock_held(&t->stock[cls]), memory_order_relaxed);
 	}
 }
 
@@ -399,7 +396,7 @@ void _sm_stock_hand_over(struct sm_thread *t, struct sm_cache *c)
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		uint32_t n;
 		struct sm_node *last;
-		struct sm_node *chain = stock_take_everything(&t->line[cls].stock, &n, &last);
+		struct sm_node *chain = stock_take_everything(&t->stock[cls], &n, &last);
 		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
 		if (chain)
 			_sm_bucket_splice(c, cls, chain, n);
@@ -415,7 +412,7 @@ static void stock_flush(struct sm_thread *t, struct sm_cache *c)
 	for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 		uint32_t n;
 		struct sm_node *last;
-		struct sm_node *chain = stock_take_everything(&t->line[cls].stock, &n, &last);
+		struct sm_node *chain = stock_take_everything(&t->stock[cls], &n, &last);
 		if (chain)
 			c->slow[cls].objects_trimmed += _sm_backend_free_chain(chain, c->tcache);
 		atomic_store_explicit(&c->shared[cls].stock_held, 0, memory_order_relaxed);
@@ -555,7 +552,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 			return alloc_uncached(t, cls);
 	}
 	housekeeping(c);
-	struct sm_bucket *b = cache_bucket(c, cls);
+	struct sm_bucket *b = &c->priv[cls];
 	struct sm_bucket_slow *s = &c->slow[cls];
 	const uint64_t misses_before = s->sync_misses;
 	if (bucket_count(b) > 0) {
@@ -580,7 +577,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 			 * use: a thread that uses a class for one object should not
 			 * hold 48 of them. xz -T2 touches all 28 classes, most for a
 			 * handful of objects. */
-			uint32_t want = s->refill_next < s->capacity ? s->refill_next : s->capacity;
+			uint32_t want = s->refill_next < b->capacity ? s->refill_next : b->capacity;
 			uint32_t n = _sm_backend_alloc_array(cls, want, b->slots, c->tcache);
 			if (n == 0)
 				return t->no_jemalloc ? alloc_proxied(cls) : NULL;
@@ -589,9 +586,9 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 			bucket_count_add(b, (int32_t)n);
 			s->sync_misses++;
 			s->objects_refilled += n;
-			if (s->refill_next < s->batch)
-				s->refill_next = 2 * s->refill_next < s->batch ? 2 * s->refill_next
-				                                               : s->batch;
+			if (s->refill_next < b->batch)
+				s->refill_next = 2 * s->refill_next < b->batch ? 2 * s->refill_next
+				                                               : b->batch;
 		}
 		/* Re-arm the low watermark while a refill thread can answer it;
 		 * already below it, ask at once, unless slow start is still
@@ -600,7 +597,7 @@ static void *alloc_slow_body(struct sm_thread *t, uint32_t cls)
 		if (_sm_refiller_running()) {
 			if (bucket_count(b) > s->low_default)
 				b->low_mark = s->low_default;
-			else if (s->refill_next == s->batch)
+			else if (s->refill_next == b->batch)
 				_sm_refiller_request(c, &c->refill_want, cls);
 		}
 		uint32_t bit = 1u << cls;
@@ -639,7 +636,7 @@ void *_sm_alloc_slow(uint32_t cls)
 
 void _sm_bucket_trim_to(struct sm_cache *c, uint32_t cls, uint32_t keep)
 {
-	struct sm_bucket *b = cache_bucket(c, cls);
+	struct sm_bucket *b = &c->priv[cls];
 	if (bucket_count(b) <= keep)
 		return;
 	uint32_t n = bucket_count(b) - keep;
@@ -662,24 +659,24 @@ static void free_slow_body(struct sm_thread *t, struct sm_node *node, uint32_t c
 		}
 	}
 	housekeeping(c);
-	struct sm_bucket *b = cache_bucket(c, cls);
-	struct sm_bucket_slow *s = &c->slow[cls];
-	if (sm_unlikely(bucket_count(b) >= s->capacity)) /* splices filled it */
-		_sm_bucket_trim_to(c, cls, s->capacity - s->batch);
+	struct sm_bucket *b = &c->priv[cls];
+	if (sm_unlikely(bucket_count(b) >= b->capacity)) /* splices filled it */
+		_sm_bucket_trim_to(c, cls, b->capacity - b->batch);
 	b->slots[bucket_count(b)] = node;
 	bucket_count_add(b, 1);
 	sm_poison(node);
 	if (bucket_count(b) <= b->high_mark)
 		return; /* a fresh cache, or high_mark just grew */
+	struct sm_bucket_slow *s = &c->slow[cls];
 	if (b->high_mark < s->high_cap) {
 		/* Slow start: this thread keeps more of this class live. */
-		uint32_t grown = b->high_mark + s->batch;
+		uint32_t grown = b->high_mark + b->batch;
 		b->high_mark = grown < s->high_cap ? grown : s->high_cap;
 		return;
 	}
 	/* Trim the top batch (the objects freed last), as a magazine: no
 	 * object is written (magazine.c). count > high_mark > batch. */
-	uint32_t n = s->batch;
+	uint32_t n = b->batch;
 	uint32_t keep = bucket_count(b) - n;
 	void **top = b->slots + keep;
 	if (_sm_depot_put(cls, top, n)) {
@@ -829,7 +826,7 @@ static inline bool class_fits(uint32_t k, size_t align)
  * class that missed is marked by nested_take_slow). */
 static inline struct sm_node *stock_take(struct sm_thread *t, uint32_t k)
 {
-	struct sm_stock *s = &t->line[k].stock;
+	struct sm_stock *s = &t->stock[k];
 	struct sm_node *node = tls_slots_take(&s->state, s->slot);
 	if (!node) {
 		node = tls_take_one(&s->more);
@@ -982,7 +979,7 @@ void _sm_global_reserve_stats(uint32_t cls, uint64_t *allocs, uint64_t *nulls, i
  * (or for the rare NULL): a relaxed load and store, no locked instruction.
  * A handler that interrupts another between the load and the store loses
  * one count, which statistics can afford; so may threads that share the
- * process-wide counters. The common counters are in TLS (tls_add32u). */
+ * process-wide counters. The common counters are in TLS (tls_add64). */
 static inline void stat_inc(_Atomic uint64_t *counter)
 {
 	atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
@@ -992,7 +989,7 @@ static inline void stat_inc(_Atomic uint64_t *counter)
 static void nested_count_other(struct sm_thread *t, uint32_t cls, bool null)
 {
 	if (t->state == SM_THREAD_LIVE && t->cache != cache_empty()) {
-		stock_count(t, &t->line[cls].stock.nested_allocs, cls);
+		stock_count(t, &t->stock[cls].nested_allocs, cls);
 		if (null)
 			stat_inc(&t->cache->shared[cls].nested_nulls);
 		return;
@@ -1045,7 +1042,7 @@ static inline int32_t stock_more_max(uint32_t cls)
 
 static sm_noinline void nested_free_slow(struct sm_thread *t, void *p, uint32_t cls)
 {
-	struct sm_stock *s = &t->line[cls].stock;
+	struct sm_stock *s = &t->stock[cls];
 	if (t->state == SM_THREAD_LIVE && s->more_count < stock_more_max(cls)) {
 		tls_push(&s->more, p);
 		tls_add32(&s->more_count, 1);

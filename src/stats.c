@@ -47,7 +47,7 @@ void sm_stats(struct sm_stats *out)
 			out->threads_cached++;
 		for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
 			struct sm_class_stats *o = &out->classes[cls];
-			const struct sm_bucket *b = cache_bucket(c, cls);
+			const struct sm_bucket *b = &c->priv[cls];
 			const struct sm_bucket_slow *s = &c->slow[cls];
 			const struct sm_bucket_shared *sh = &c->shared[cls];
 			const uint64_t tally = RD(b->tally);
@@ -75,8 +75,8 @@ void sm_stats(struct sm_stats *out)
 		}
 		if (c == _sm_thread.cache) /* the caller's own: what is not folded yet */
 			for (uint32_t cls = 0; cls < SM_NUM_CLASSES; cls++) {
-				out->classes[cls].nested_allocs += RD(_sm_thread.line[cls].stock.nested_allocs);
-				out->classes[cls].nested_frees += RD(_sm_thread.line[cls].stock.nested_frees);
+				out->classes[cls].nested_allocs += RD(_sm_thread.stock[cls].nested_allocs);
+				out->classes[cls].nested_frees += RD(_sm_thread.stock[cls].nested_frees);
 			}
 		out->large_allocs += RD(c->large_allocs);
 		out->large_frees += RD(c->large_frees);

@@ -46,7 +46,7 @@
  * back with a compare-and-swap from NULL, joining first whatever a deeper
  * handler pushed in between (tls_give_back_raced, out of line).
  *
- * Counters (tls_add32, tls_add32u) are one add to memory: a deeper handler's
+ * Counters (tls_add32, tls_add64) are one add to memory: a deeper handler's
  * update is never lost. A count and its list are two steps, so a count can
  * be off while an update is interrupted; counts are hints and statistics,
  * and nothing relies on them for correctness.
@@ -135,10 +135,9 @@ static inline void tls_add32(int32_t *counter, int32_t delta)
 	TLS_RMW(counter, delta, "addl", "ir", __atomic_fetch_add);
 }
 
-/* The same on an unsigned counter, modulo 2^32 (the stock's statistics). */
-static inline void tls_add32u(uint32_t *counter, uint32_t delta)
+static inline void tls_add64(uint64_t *counter, uint64_t delta)
 {
-	TLS_RMW(counter, delta, "addl", "ir", __atomic_fetch_add);
+	TLS_RMW(counter, delta, "addq", "er", __atomic_fetch_add);
 }
 
 static inline void tls_or32(uint32_t *mask, uint32_t bits)

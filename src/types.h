@@ -92,15 +92,14 @@ static inline void chain_append(struct sm_node **head, struct sm_node **tail,
  * jemalloc's cache_bin. malloc reads a slot and free writes one; neither
  * reads or writes the object, so a pop never waits for a line the object
  * left in L2 or further (a list link would have to be read first), and the
- * one word carried from call to call is the tally. 24 bytes: what the fast
- * path reads and nothing else (the capacity and the batch, which only slow
- * paths read, are in struct sm_bucket_slow). The slots are mapped with the
- * cache (cache.c: every class's array, end to end, after the struct) and
- * stay where they are when the bucket moves between TLS and the cache.
+ * one word carried from call to call is the tally. 32 bytes, two to a
+ * cache line. The slots are mapped with the cache (cache.c: every class's
+ * array, end to end, after the struct) and stay where they are when the
+ * bucket moves between TLS and the cache.
  * While a thread owns the cache, its buckets live in that thread's TLS
- * (struct sm_class_line, sm_thread.line, reached through sm_thread.lines),
- * so that a signal handler's allocation touches the TLS page and not the
- * cache's as well; while no thread owns it, in the cache (sm_cache.parked).
+ * (sm_thread.bucket, reached through sm_thread.buckets), so that a signal
+ * handler's allocation touches the TLS page and not the cache's as well;
+ * while no thread owns it, in the cache (sm_cache.parked).
  * Protected by: the owner's depth window (depth == 1); nothing else writes
  * these fields while the owner lives, except the fork child, which resets
  * them (cache.c); the statistics reader reads tally racily, under the
@@ -123,8 +122,10 @@ struct sm_bucket {
 	                        //! bit 15 counts it, so statistics cost no second store
 	uint32_t low_mark;      //! malloc leaves the fast path when count <= low_mark
 	uint32_t high_mark;     //! free leaves the fast path when count >= high_mark
+	uint32_t batch;         //! objects per refill and per trim
+	uint32_t capacity;      //! length of slots (sizeclass.c, _sm_class_slots)
 };
-_Static_assert(sizeof(struct sm_bucket) == 24, "the stock fills the rest of the line");
+_Static_assert(sizeof(struct sm_bucket) == 32, "two buckets per cache line");
 #define SM_TALLY_COUNT_BITS 16
 #define SM_TALLY_COUNT_MAX ((1u << SM_TALLY_COUNT_BITS) - 1) /* counts stay below: refill.c */
 #define SM_TALLY_HIT (((uint64_t)1 << SM_TALLY_COUNT_BITS) - 1)
@@ -142,44 +143,9 @@ static inline void bucket_count_add(struct sm_bucket *b, int32_t delta)
 	b->tally += (uint64_t)(int64_t)delta;
 }
 
-/* One class of a thread's nested stock: everything a nested malloc or free
- * of the class touches besides the object and the thread's first line.
- * Touched by the thread's own contexts only (tlslist.h). A nested malloc
- * takes from a slot (a pointer in TLS: it does not read the object, which
- * a handler finds cold), then from `more` (a list through the objects); a
- * nested free puts into a slot, then onto `more`. 40 bytes: it shares its
- * cache line with the class's bucket (struct sm_class_line), which the
- * thread's own malloc and free keep warm; a line of its own was touched by
- * nested calls only, and a signal handler found it cold (docs/PERFORMANCE.md,
- * "Session 14"). Hence two slots, not more, and 32-bit counters. */
-#define SM_STOCK_SLOTS 2
-struct sm_stock {
-	uint32_t state;          //! per slot: FULL bit j, CLAIMED bit 16 + j (tlslist.h)
-	int32_t more_count;      //! approximate length of more
-	struct sm_node *more;    //! what the slots cannot hold
-	void *slot[SM_STOCK_SLOTS];
-	uint32_t nested_allocs;  //! statistics not yet folded into the cache: the owner
-	uint32_t nested_frees;   //! folds them at its slow paths, modulo 2^32 (refill.c)
-};
-_Static_assert(sizeof(struct sm_stock) == 40, "the bucket fills the rest of the line");
-
-/* One size class of a thread, in one cache line: its private bucket,
- * which the fast path uses, and its nested stock, which the thread's
- * signal handlers use. In the cache (sm_cache.parked) and in the sentinel
- * the stock half is never used: a stock belongs to a thread's TLS, and
- * goes to the cache's lists when the thread exits (refill.c,
- * _sm_stock_hand_over); only the bucket half moves (cache.c). */
-struct sm_class_line {
-	struct sm_bucket bucket;
-	struct sm_stock stock;
-} __attribute__((aligned(64)));
-_Static_assert(sizeof(struct sm_class_line) == 64, "one class per cache line");
-
 /* Slow-path bookkeeping of a bucket; owner only, except that the stats
  * reader reads the counters without a lock (each is one aligned word). */
 struct sm_bucket_slow {
-	uint32_t batch;         //! objects per refill and per trim
-	uint32_t capacity;      //! length of the bucket's slots (sizeclass.c, _sm_class_slots)
 	uint32_t low_default;   //! the kernel's low watermark: refill request below it
 	uint32_t high_default;  //! the kernel watermark the bucket starts from
 	uint32_t high_cap;      //! slow start grows high_mark up to this
@@ -240,14 +206,12 @@ enum sm_cache_state {
  * exits is drained and reused by a later thread (cache.c), so the number of
  * caches is the largest number of threads alive at once. */
 struct sm_cache {
-	/* The private buckets, never NULL: the owner's TLS (sm_thread.line)
+	/* The private buckets, never NULL: the owner's TLS (sm_thread.bucket)
 	 * while LIVE, else `parked`. Switched under the registry lock, at
 	 * set-up and at thread exit (cache.c), so that the statistics reader
-	 * never follows it into the TLS of a thread that has gone. Reached
-	 * through cache_bucket (internal.h). */
-	struct sm_class_line *priv;
-	struct sm_class_line parked[SM_NUM_CLASSES]; //! the private buckets while no thread
-	                                           //! owns it (their stock halves unused)
+	 * never follows it into the TLS of a thread that has gone. */
+	struct sm_bucket *priv;
+	struct sm_bucket parked[SM_NUM_CLASSES];   //! the private buckets while no thread owns it
 	struct sm_bucket_slow slow[SM_NUM_CLASSES];
 	struct sm_bucket_shared shared[SM_NUM_CLASSES];
 	/* Requests to the refill thread (refiller.c): a bit per class in
@@ -277,26 +241,43 @@ enum sm_thread_state {
 	SM_THREAD_DEAD = 2,  /* its cache was handed back (pthread key
 	                        destructor); later calls use no cache */
 };
+/* One class of a thread's nested stock: everything a nested malloc or free
+ * of the class touches besides the object, in one cache line. Touched by
+ * the thread's own contexts only (tlslist.h). A nested malloc takes from a
+ * slot (a pointer in TLS: it does not read the object, which a handler
+ * finds cold), then from `more` (a list through the objects); a nested
+ * free puts into a slot, then onto `more`. */
+#define SM_STOCK_SLOTS 4
+struct sm_stock {
+	uint32_t state;          //! per slot: FULL bit j, CLAIMED bit 16 + j (tlslist.h)
+	int32_t more_count;      //! approximate length of more
+	struct sm_node *more;    //! what the slots cannot hold
+	void *slot[SM_STOCK_SLOTS];
+	uint64_t nested_allocs;  //! statistics not yet folded into the cache
+	uint64_t nested_frees;
+};
+_Static_assert(sizeof(struct sm_stock) == 64, "one class of stock per cache line");
+
 /* Everything the fast path and the nested path read besides the object
  * lives here, in one page of initial-exec TLS: a signal handler starts with
  * cold caches and TLB, and every distinct page and line costs it a miss
  * (docs/PERFORMANCE.md, "Signal handler"). Hence the thread's own copies of
- * the class table and of _sm_base, and its class lines: each class's
- * private bucket and nested stock.
+ * the class table and of _sm_base, its private buckets and the nested
+ * stock.
  *
- * A thread without a cache (new, or DEAD) has `lines` pointing at the
+ * A thread without a cache (new, or DEAD) has `buckets` pointing at the
  * sentinel's, whose marks are 0, so that every malloc and free misses into
  * the slow path, which sets the thread up: the fast path has no init
  * check.
  *
- * The stock (struct sm_stock, in the class's line) is touched by this
+ * The stock (struct sm_stock, one line per class) is touched by this
  * thread's contexts only, with the one-instruction operations of
  * tlslist.h: nested free puts, nested malloc takes, the owner's slow path
  * tops it up to the reserve or takes back what is above it (stock_want
  * asks it to), thread exit hands it to the cache. */
 struct sm_thread {
 	struct sm_cache *cache;  //! never NULL; the sentinel until set up
-	struct sm_class_line *lines; //! the fast path's buckets: `line` below while the
+	struct sm_bucket *buckets; //! the fast path's buckets: `bucket` below while the
 	                         //! thread owns a cache, else the sentinel's (const,
 	                         //! all marks 0: every call misses, nothing is written)
 	uint32_t depth;          //! nesting depth, see alloc.c
@@ -313,8 +294,9 @@ struct sm_thread {
 	uint8_t class_of_units[257]; //! (size + 15) >> 4 -> class, from the TLS image
 	uint16_t class_align_mask[SM_NUM_CLASSES]; //! an object of class c sits at a
 	                         //! multiple of class_align_mask[c] + 1 (internal.h)
-	struct sm_class_line line[SM_NUM_CLASSES]; //! per class: the private bucket of
-	                         //! the cache this thread owns, and the nested stock
+	struct sm_bucket bucket[SM_NUM_CLASSES] __attribute__((aligned(64))); //! the
+	                         //! private buckets of the cache this thread owns
+	struct sm_stock stock[SM_NUM_CLASSES] __attribute__((aligned(64)));
 };
 
 #endif /* SM_TYPES_H */

@@ -707,7 +707,7 @@ static void free_twice_slow(void)
 {
 	char *p = MALLOC(64);
 	FREE(p);
-	struct sm_bucket *b = &_sm_thread.lines[3].bucket; /* 64 B */
+	struct sm_bucket *b = &_sm_thread.buckets[3]; /* 64 B */
 	b->high_mark = (uint32_t)(b->tally & SM_TALLY_COUNT_MAX);
 	FREE(p);
 }
@@ -810,7 +810,7 @@ static void test_asan_poison(void)
 #endif
 
 #ifdef SM_TEST_CORE
-/* A bucket is an array of `capacity` slots (struct sm_bucket_slow, types.h). The fast path's push
+/* A bucket is an array of `capacity` slots (types.h). The fast path's push
  * relies on high_mark < capacity; the slow paths that push past high_mark
  * (a thread's stock handed over at exit: _sm_bucket_splice; the magazines
  * of an inbox or the depot: bucket_take_magazine) must send what does not
@@ -829,8 +829,8 @@ static void test_bucket_capacity(void)
 	const uint32_t cls = 3; /* 64 B */
 	FREE(MALLOC(64));       /* the thread has its cache */
 	struct sm_cache *c = _sm_thread.cache;
-	struct sm_bucket *b = &_sm_thread.lines[cls].bucket;
-	uint32_t cap = c->slow[cls].capacity;
+	struct sm_bucket *b = &_sm_thread.buckets[cls];
+	uint32_t cap = b->capacity;
 	CHECK("the bucket has slots beyond its cap", b->slots && cap > b->high_mark);
 	uint32_t n = cap + 100;
 	void **objs = MALLOC(sizeof(void *) * (n + 1));
@@ -952,7 +952,7 @@ static void test_trims_use_thread_tcache(void)
 		for (int i = 0; i < N; i++)
 			FREE(v[i]);
 		_sm_refiller_barrier();
-		struct sm_bucket *b = &_sm_thread.lines[cls].bucket;
+		struct sm_bucket *b = &_sm_thread.buckets[cls];
 		uint64_t held = b->tally & SM_TALLY_COUNT_MAX;
 		_sm_thread.depth = 1;
 		_sm_bucket_trim_to(_sm_thread.cache, cls, 0);
@@ -1105,9 +1105,9 @@ static void test_inbox_overflow(void)
 	const uint32_t cls = 3; /* 64 B */
 	FREE(MALLOC(64));
 	struct sm_cache *c = _sm_thread.cache;
-	struct sm_bucket *b = &_sm_thread.lines[cls].bucket;
+	struct sm_bucket *b = &_sm_thread.buckets[cls];
 	struct sm_bucket_shared *sh = &c->shared[cls];
-	uint32_t cap = c->slow[cls].capacity, batch = _sm_magazine_capacity(cls);
+	uint32_t cap = b->capacity, batch = _sm_magazine_capacity(cls);
 	uint32_t n = (cap / batch + 3) * batch; /* whole magazines, more than fit */
 	void **objs = MALLOC(sizeof(void *) * n);
 	for (uint32_t i = 0; i < n; i++)
@@ -1331,7 +1331,7 @@ static void test_nested(void)
 	for (int i = 0; i < MANY; i++)
 		sm_free(many[i]);
 	_sm_thread.depth--;
-	int32_t parked = _sm_thread.line[3].stock.more_count; /* class 3: 64 B */
+	int32_t parked = _sm_thread.stock[3].more_count; /* class 3: 64 B */
 	void *large = sm_malloc(100000); /* a slow path: housekeeping drains */
 	sm_free(large);
 	/* The refill thread (started by the nested mallocs above) drains the

@@ -37,7 +37,7 @@
 #include "near-page.h"
 #include "sigprof.h"
 
-#define TLS_BYTES 2176 /* readelf -sW libsigmalloc.so: _sm_thread's size */
+#define TLS_BYTES 3072 /* readelf -sW libsigmalloc.so: _sm_thread's size */
 #define CAP 200000
 static uint32_t in_malloc[CAP], in_free[CAP], out_malloc[CAP], out_free[CAP], empty[CAP];
 static uint32_t n_in, n_out, n_empty;

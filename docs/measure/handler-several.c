@@ -1,8 +1,8 @@
 /* docs/PERFORMANCE.md, "Session 14": what a handler pays for its k-th
  * allocation of one class in one signal, when the signal interrupted
- * malloc (the nested path). With 2 stock slots per class (types.h), the
- * first two come from slots and the next from the stock's `more` list,
- * which reads the object it hands out. The churn is handler-paths.c's,
+ * malloc (the nested path). The first SM_STOCK_SLOTS of them come from
+ * the stock's slots (types.h), the next from its `more` list, which reads
+ * the object it hands out, in the library's out-of-line code. The churn is handler-paths.c's,
  * flag raised around its free + malloc; a 100 us timer sends SIGPROF; the
  * handler mallocs K blocks of 64 B (each timed, TSC cycles between fenced
  * rdtscp, the empty pair's cost included), then frees them (untimed).

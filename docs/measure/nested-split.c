@@ -63,9 +63,9 @@ static void handler(int sig)
 	int path = P_FAST;
 	int had_slot = 0;
 	if (_sm_thread.depth) {
-		had_slot = (_sm_thread.line[cls].stock.state & 0xffff) != 0;
+		had_slot = (_sm_thread.stock[cls].state & 0xffff) != 0;
 		path = P_NESTED;
-		struct sm_stock *s = &_sm_thread.line[cls].stock;
+		struct sm_stock *s = &_sm_thread.stock[cls];
 		if (touch && s->slot[0]) {
 			volatile uintptr_t sink = (uintptr_t)s->slot[0];
 			if (touch >= 2)
@@ -73,7 +73,7 @@ static void handler(int sig)
 			(void)sink;
 		}
 	} else {
-		struct sm_bucket *b = &_sm_thread.lines[cls].bucket;
+		struct sm_bucket *b = &_sm_thread.buckets[cls];
 		if (bucket_count(b) <= b->low_mark)
 			path = P_SLOW_ALLOC;
 		else if (bucket_count(b) >= b->high_mark)
