@@ -1,5 +1,6 @@
 /* docs/measure: the churn that the signal-handler probes run on the
- * signalled thread (handler-paths.c, handler-first-call.c), the same as the
+ * signalled thread (handler-paths.c, handler-first-call.c,
+ * handler-nested-warm.c, handler-several.c), the same as the
  * signal benchmark's (benches/workloads.c): 4096 blocks of 16..1040 B,
  * each step frees a random block after checking the tag in its first and
  * last byte and mallocs a block of a random size in its place, tagged. */
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 
 #include "clock.h"
+#include "sigprof.h"
 
 static inline uint64_t splitmix(uint64_t *s)
 {
@@ -75,6 +77,20 @@ static inline __attribute__((always_inline)) uint64_t churn_run(struct churn *c,
 			c->live[slot] = p;
 			c->sizes[slot] = (uint16_t)z;
 		}
+	return bad;
+}
+
+/* The probes' run: churns for `seconds` while a 100 us timer sends this
+ * thread SIGPROF, caught by handler; returns churn_run's count. */
+static inline __attribute__((always_inline)) uint64_t churn_under_sigprof(void (*handler)(int),
+                                                                         int seconds,
+                                                                         volatile int *inside)
+{
+	static struct churn c;
+	churn_init(&c);
+	timer_t timer = sigprof_start(handler, 100);
+	uint64_t bad = churn_run(&c, seconds, inside);
+	sigprof_stop(timer);
 	return bad;
 }
 

@@ -22,7 +22,6 @@
  * It runs under any allocator (near and tls then read nothing).
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,7 +30,7 @@
 
 #include "churn.h"
 #include "clock.h"
-#include "near-page.h"
+#include "targets.h"
 #include "sigprof.h"
 
 enum warm { WARM_NONE, WARM_NEAR, WARM_TLS, WARM_OTHER };
@@ -90,16 +89,10 @@ int main(int argc, char **argv)
 	warm = !strcmp(w, "near") ? WARM_NEAR : !strcmp(w, "tls") ? WARM_TLS
 	     : !strcmp(w, "other") ? WARM_OTHER : WARM_NONE;
 	near_page = find_near_page();
-	void *lib = dlopen("libsigmalloc.so", RTLD_NOLOAD | RTLD_LAZY), *tls = NULL;
-	if (lib && dlinfo(lib, RTLD_DI_TLS_DATA, &tls) == 0)
-		tls_page = tls;
+	tls_page = find_sigmalloc_tls();
 	printf("warm=%s near page %p, sigmalloc TLS %p\n", w, (void *)near_page, (void *)tls_page);
 
-	static struct churn churn;
-	churn_init(&churn);
-	timer_t timer = sigprof_start(handler, 100);
-	uint64_t bad = churn_run(&churn, seconds, NULL);
-	sigprof_stop(timer);
+	uint64_t bad = churn_under_sigprof(handler, seconds, NULL);
 	sigprof_report("empty", empty, n, "\n");
 	sigprof_report("first", first, n, "\n");
 	sigprof_report("second", second, n, "\n");

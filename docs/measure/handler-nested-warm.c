@@ -25,7 +25,6 @@
  * It runs under any allocator (code and tls then read nothing).
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,7 +33,7 @@
 
 #include "churn.h"
 #include "clock.h"
-#include "near-page.h"
+#include "targets.h"
 #include "sigprof.h"
 
 #define TLS_BYTES 3072 /* readelf -sW libsigmalloc.so: _sm_thread's size */
@@ -90,16 +89,10 @@ int main(int argc, char **argv)
 	warm_code = !strcmp(w, "code") || !strcmp(w, "both");
 	warm_tls = !strcmp(w, "tls") || !strcmp(w, "both");
 	near_page = find_near_page();
-	void *lib = dlopen("libsigmalloc.so", RTLD_NOLOAD | RTLD_LAZY), *tls = NULL;
-	if (lib && dlinfo(lib, RTLD_DI_TLS_DATA, &tls) == 0)
-		tls_page = tls;
+	tls_page = find_sigmalloc_tls();
 	printf("warm=%s near page %p, sigmalloc TLS %p\n", w, (void *)near_page, (void *)tls_page);
 
-	static struct churn churn;
-	churn_init(&churn);
-	timer_t timer = sigprof_start(handler, 100);
-	uint64_t bad = churn_run(&churn, seconds, &inside);
-	sigprof_stop(timer);
+	uint64_t bad = churn_under_sigprof(handler, seconds, &inside);
 	sigprof_report("empty", empty, n_empty, "\n");
 	sigprof_report("in_malloc", in_malloc, n_in, "\n");
 	sigprof_report("in_free", in_free, n_in, "\n");

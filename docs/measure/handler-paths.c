@@ -64,11 +64,7 @@ static void handler(int sig)
 int main(int argc, char **argv)
 {
 	int seconds = argc > 1 ? atoi(argv[1]) : 3;
-	static struct churn churn;
-	churn_init(&churn);
-	timer_t timer = sigprof_start(handler, 100);
-	uint64_t bad = churn_run(&churn, seconds, &in_allocator);
-	sigprof_stop(timer);
+	uint64_t bad = churn_under_sigprof(handler, seconds, &in_allocator);
 	sigprof_report("inside", inside, n_inside, "\n");
 	sigprof_report("outside", outside, n_outside, "\n");
 	sigprof_report("all", all, n_all, "\n");

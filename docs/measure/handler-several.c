@@ -58,11 +58,7 @@ int main(int argc, char **argv)
 	int seconds = argc > 2 ? atoi(argv[2]) : 2;
 	if (k_blocks < 1 || k_blocks > MAX_K)
 		return 2;
-	static struct churn churn;
-	churn_init(&churn);
-	timer_t timer = sigprof_start(handler, 100);
-	uint64_t bad = churn_run(&churn, seconds, &inside);
-	sigprof_stop(timer);
+	uint64_t bad = churn_under_sigprof(handler, seconds, &inside);
 	for (int i = 0; i < k_blocks; i++) {
 		char name[24];
 		snprintf(name, sizeof name, "in_malloc_%d", i + 1);
