@@ -11,7 +11,7 @@
  * anonymous executable mapping of the process, found in /proc/self/maps.
  * NULL without the copy (SIGMALLOC_NEAR=0, or a program it does not serve). */
 
-static const unsigned char *find_near_page(void)
+static inline const unsigned char *find_near_page(void)
 {
 	FILE *f = fopen("/proc/self/maps", "r");
 	char line[512];
@@ -33,7 +33,7 @@ static const unsigned char *find_near_page(void)
 }
 
 /* The calling thread's TLS block of libsigmalloc.so (its struct sm_thread). */
-static const unsigned char *find_sigmalloc_tls(void)
+static inline const unsigned char *find_sigmalloc_tls(void)
 {
 	void *lib = dlopen("libsigmalloc.so", RTLD_NOLOAD | RTLD_LAZY), *tls = NULL;
 	if (lib && dlinfo(lib, RTLD_DI_TLS_DATA, &tls) == 0)
