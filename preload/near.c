@@ -39,10 +39,12 @@
  * a placeholder, and that code never runs.
  *
  * When it is not set up (the library works as before): SIGMALLOC_NEAR=0;
- * no main program's dynamic section or no lazily bound slot for malloc or
- * free (a program linked with -z now has its slots read-only after
- * start-up); an auditor (LD_AUDIT, DT_AUDIT); a slot that holds neither the
- * program's lazy PLT stub nor this library's function (someone's hook);
+ * no main program's dynamic section or no PLT slot for malloc or free (a
+ * program built with -fno-plt calls through GOT words, which also serve
+ * comparisons of function pointers, and are left alone); an auditor
+ * (LD_AUDIT, DT_AUDIT); a slot that holds neither the program's lazy PLT
+ * stub nor this library's function (someone's hook); a read-only slot
+ * (-z now with full RELRO) whose page mprotect will not make writable;
  * the program's `malloc` not resolving to this library; no free
  * address space within 2 GiB of the program; mprotect refused (W^X
  * policies). Costs one page of address space and, when set up, one page of
@@ -59,6 +61,7 @@
 #include <link.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "nested_stock.h"
@@ -207,7 +210,7 @@ struct plt_info {
 	const char *strtab;
 };
 
-/* The main program's lazily bound PLT relocations, or false. */
+/* The main program's PLT relocations (JMPREL), or false. */
 static bool main_program_plt(struct plt_info *pi)
 {
 	struct dl_phdr_info prog;
@@ -237,7 +240,7 @@ static bool main_program_plt(struct plt_info *pi)
 	if (!dyn || pi->text_lo == UINTPTR_MAX)
 		return false;
 	size_t pltrelsz = 0;
-	uintptr_t flags = 0, flags1 = 0, pltrel = 0;
+	uintptr_t pltrel = 0;
 	for (; dyn->d_tag != DT_NULL; dyn++) {
 		switch (dyn->d_tag) {
 		case DT_JMPREL: pi->jmprel = (const void *)dyn_addr(pi->bias, dyn->d_un.d_ptr); break;
@@ -245,17 +248,12 @@ static bool main_program_plt(struct plt_info *pi)
 		case DT_PLTREL: pltrel = dyn->d_un.d_val; break;
 		case DT_SYMTAB: pi->symtab = (const void *)dyn_addr(pi->bias, dyn->d_un.d_ptr); break;
 		case DT_STRTAB: pi->strtab = (const void *)dyn_addr(pi->bias, dyn->d_un.d_ptr); break;
-		case DT_FLAGS: flags = dyn->d_un.d_val; break;
-		case DT_FLAGS_1: flags1 = dyn->d_un.d_val; break;
 		case DT_AUDIT: /* an auditor's PLT trampolines may be in the slots */
 		case DT_DEPAUDIT: return false;
 		default: break;
 		}
 	}
 	pi->n_rel = pltrelsz / sizeof(ElfW(Rela));
-	/* Bound at start-up: the slots may be read-only now (full RELRO). */
-	if ((flags & DF_BIND_NOW) || (flags1 & DF_1_NOW))
-		return false;
 	return pi->jmprel && pi->symtab && pi->strtab && pltrel == DT_RELA;
 }
 
@@ -311,6 +309,29 @@ static bool patch_tpoff(char *copy)
 	return true;
 }
 
+/* Points a PLT slot (if not NULL) at the copy. One aligned word: a thread
+ * calling through the slot meanwhile takes the old target or the copy,
+ * both complete. A program bound at start-up (-z now) with full RELRO has
+ * its slots in the pages that ld.so made read-only before any constructor
+ * ran (PT_GNU_RELRO, the whole pages in it: ld.so rounds both ends down);
+ * such a slot's page is made writable for the store and read-only again
+ * at once, which is what it was (a slot someone else has written, whose
+ * page they may have left writable, is not ours: slot_is_ours). If the
+ * page cannot be made writable, the slot keeps the library's function. */
+static void point_slot(const struct plt_info *pi, void **slot, void *copy_fn)
+{
+	if (!slot)
+		return;
+	uintptr_t page_size = (uintptr_t)getpagesize(), page = (uintptr_t)slot & ~(page_size - 1);
+	bool read_only = page >= (pi->relro_lo & ~(page_size - 1)) &&
+	                 page < (pi->relro_hi & ~(page_size - 1));
+	if (read_only && mprotect((void *)page, page_size, PROT_READ | PROT_WRITE) != 0)
+		return;
+	__atomic_store_n(slot, copy_fn, __ATOMIC_RELEASE);
+	if (read_only)
+		mprotect((void *)page, page_size, PROT_READ);
+}
+
 extern char **environ;
 
 /* An auditor (LD_AUDIT) may have put its own PLT trampolines in the slots. */
@@ -342,8 +363,6 @@ __attribute__((constructor)) static void near_setup(void)
 			continue;
 		const char *name = pi.strtab + pi.symtab[ELF64_R_SYM(r->r_info)].st_name;
 		uintptr_t at = pi.bias + r->r_offset;
-		if (at >= pi.relro_lo && at < pi.relro_hi)
-			continue; /* read-only after start-up */
 		if (strcmp(name, "malloc") == 0 && slot_is_ours(&pi, (void **)at, (void *)sm_malloc))
 			slot_malloc = (void **)at;
 		else if (strcmp(name, "free") == 0 && slot_is_ours(&pi, (void **)at, (void *)sm_free))
@@ -373,12 +392,8 @@ __attribute__((constructor)) static void near_setup(void)
 		munmap(copy, map_len);
 		return;
 	}
-	/* One aligned word each: a thread calling through the slot meanwhile
-	 * takes the old target or the copy, both complete. */
-	if (slot_malloc)
-		__atomic_store_n(slot_malloc, IN_COPY(sm_near_malloc), __ATOMIC_RELEASE);
-	if (slot_free)
-		__atomic_store_n(slot_free, IN_COPY(sm_near_free), __ATOMIC_RELEASE);
+	point_slot(&pi, slot_malloc, IN_COPY(sm_near_malloc));
+	point_slot(&pi, slot_free, IN_COPY(sm_near_free));
 #undef IN_COPY
 }
 #endif

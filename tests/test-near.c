@@ -5,8 +5,10 @@
  * an executable page that no object maps; calls through them allocate and
  * free correctly in every class, from threads too; with SIGMALLOC_NEAR=0
  * (argument "off") the slots hold the library's own functions once called.
+ * Built with -z now and full RELRO (second argument "now"), the same, and
+ * the slots' page is read-only again.
  *
- *   test-near [on|off]
+ *   test-near [on|off] [now]
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -60,23 +62,32 @@ static void **plt_slot(const char *name)
 	return NULL;
 }
 
-/* Whether addr is in an anonymous executable mapping (no file). */
-static bool in_anonymous_code(const void *addr)
+/* The mapping that holds addr: its permissions ("rwxp") and whether it has
+ * no file; false if none does. */
+static bool mapping_of(const void *addr, char perms[8], bool *anonymous)
 {
 	FILE *f = fopen("/proc/self/maps", "r");
 	REQUIRE(f != NULL);
 	char line[512];
 	bool found = false;
-	while (fgets(line, sizeof line, f)) {
+	while (!found && fgets(line, sizeof line, f)) {
 		unsigned long lo, hi, off, inode;
-		char perms[8], dev[16];
+		char dev[16];
 		if (sscanf(line, "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &off, dev, &inode) != 6)
 			continue;
-		if ((uintptr_t)addr >= lo && (uintptr_t)addr < hi)
-			found = perms[2] == 'x' && inode == 0;
+		found = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+		*anonymous = inode == 0;
 	}
 	fclose(f);
 	return found;
+}
+
+/* Whether addr is in an anonymous executable mapping (no file). */
+static bool in_anonymous_code(const void *addr)
+{
+	char perms[8];
+	bool anonymous;
+	return mapping_of(addr, perms, &anonymous) && perms[2] == 'x' && anonymous;
 }
 
 /* Every class and a large size, through the program's PLT. */
@@ -104,6 +115,7 @@ static void *churn(void *arg)
 int main(int argc, char **argv)
 {
 	bool on = !(argc > 1 && strcmp(argv[1], "off") == 0);
+	bool bind_now = argc > 2 && strcmp(argv[2], "now") == 0;
 	churn(NULL); /* the lazily bound slots are resolved by now */
 	void **sm = plt_slot("malloc"), **sf = plt_slot("free");
 	REQUIRE(sm != NULL && sf != NULL);
@@ -116,6 +128,14 @@ int main(int argc, char **argv)
 		intptr_t df = (intptr_t)*sf - (intptr_t)(uintptr_t)main;
 		REQUIRE(dm > -(1l << 31) && dm < (1l << 31) && df > -(1l << 31) && df < (1l << 31));
 		REQUIRE(in_anonymous_code(*sm) && in_anonymous_code(*sf));
+		/* Bound at start-up with full RELRO: the slots' page is read-only
+		 * again after near.c wrote them. */
+		if (bind_now) {
+			char perms[8];
+			bool anonymous;
+			REQUIRE(mapping_of(sm, perms, &anonymous) && strcmp(perms, "r--p") == 0);
+			REQUIRE(mapping_of(sf, perms, &anonymous) && strcmp(perms, "r--p") == 0);
+		}
 	} else {
 		REQUIRE(*sm == real_malloc && *sf == real_free);
 	}
