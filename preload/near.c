@@ -59,6 +59,7 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -202,7 +203,7 @@ static uintptr_t dyn_addr(uintptr_t bias, uintptr_t v)
 }
 
 struct plt_info {
-	uintptr_t bias, text_lo, relro_lo, relro_hi;
+	uintptr_t bias, text_lo;
 	uintptr_t image_lo, image_hi; /* the program's loaded segments */
 	const ElfW(Rela) *jmprel;
 	size_t n_rel;
@@ -234,8 +235,6 @@ static bool main_program_plt(struct plt_info *pi)
 			dyn = (const ElfW(Dyn) *)at;
 		else if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && at < pi->text_lo)
 			pi->text_lo = at;
-		else if (ph->p_type == PT_GNU_RELRO)
-			pi->relro_lo = at, pi->relro_hi = at + ph->p_memsz;
 	}
 	if (!dyn || pi->text_lo == UINTPTR_MAX)
 		return false;
@@ -309,27 +308,47 @@ static bool patch_tpoff(char *copy)
 	return true;
 }
 
+/* The protection of the mapping that holds addr, as in /proc/self/maps
+ * ("rw-p"), into perms[5]; false if it cannot be read. */
+static bool protection_of(uintptr_t addr, char perms[5])
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return false;
+	char line[256];
+	bool found = false;
+	while (!found && fgets(line, sizeof line, f)) {
+		unsigned long lo, hi;
+		found = sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3 && addr >= lo && addr < hi;
+		/* a line longer than the buffer: skip the rest of it */
+		while (!strchr(line, '\n') && fgets(line, sizeof line, f))
+			;
+	}
+	fclose(f);
+	return found;
+}
+
 /* Points a PLT slot (if not NULL) at the copy. One aligned word: a thread
  * calling through the slot meanwhile takes the old target or the copy,
- * both complete. A program bound at start-up (-z now) with full RELRO has
- * its slots in the pages that ld.so made read-only before any constructor
- * ran (PT_GNU_RELRO, the whole pages in it: ld.so rounds both ends down);
- * such a slot's page is made writable for the store and read-only again
- * at once, which is what it was (a slot someone else has written, whose
- * page they may have left writable, is not ours: slot_is_ours). If the
- * page cannot be made writable, the slot keeps the library's function. */
-static void point_slot(const struct plt_info *pi, void **slot, void *copy_fn)
+ * both complete. The slot's page is what it is now, not what ld.so left
+ * (an earlier constructor, a GOT hooker's, may have made it writable and
+ * count on it staying so): a writable page is written as it is; a
+ * read-only one (a program bound at start-up, -z now, with full RELRO:
+ * ld.so protected it before any constructor ran) is made writable for the
+ * store and read-only again at once; anything else, or a page whose
+ * protection cannot be read or changed, keeps the library's function. */
+static void point_slot(void **slot, void *copy_fn)
 {
-	if (!slot)
+	char perms[5];
+	if (!slot || !protection_of((uintptr_t)slot, perms) || perms[0] != 'r' || perms[2] != '-')
 		return;
 	uintptr_t page_size = (uintptr_t)getpagesize(), page = (uintptr_t)slot & ~(page_size - 1);
-	bool read_only = page >= (pi->relro_lo & ~(page_size - 1)) &&
-	                 page < (pi->relro_hi & ~(page_size - 1));
+	bool read_only = perms[1] != 'w';
 	if (read_only && mprotect((void *)page, page_size, PROT_READ | PROT_WRITE) != 0)
 		return;
 	__atomic_store_n(slot, copy_fn, __ATOMIC_RELEASE);
-	if (read_only)
-		mprotect((void *)page, page_size, PROT_READ);
+	if (read_only && mprotect((void *)page, page_size, PROT_READ) != 0)
+		_sm_message("sigmalloc: the program's PLT page %p stays writable: mprotect failed\n", (void *)page);
 }
 
 extern char **environ;
@@ -392,8 +411,8 @@ __attribute__((constructor)) static void near_setup(void)
 		munmap(copy, map_len);
 		return;
 	}
-	point_slot(&pi, slot_malloc, IN_COPY(sm_near_malloc));
-	point_slot(&pi, slot_free, IN_COPY(sm_near_free));
+	point_slot(slot_malloc, IN_COPY(sm_near_malloc));
+	point_slot(slot_free, IN_COPY(sm_near_free));
 #undef IN_COPY
 }
 #endif
