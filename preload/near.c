@@ -411,6 +411,8 @@ __attribute__((constructor)) static void near_setup(void)
 		munmap(copy, map_len);
 		return;
 	}
+	__atomic_store_n(&_sm_near_len, len, __ATOMIC_RELAXED);
+	__atomic_store_n(&_sm_near_code, copy, __ATOMIC_RELEASE); /* signal_warm.c */
 	point_slot(slot_malloc, IN_COPY(sm_near_malloc));
 	point_slot(slot_free, IN_COPY(sm_near_free));
 #undef IN_COPY

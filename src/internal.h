@@ -341,8 +341,14 @@ struct sm_options {
 	bool stats_at_exit;    /* SIGMALLOC_STATS */
 	bool verbose;          /* SIGMALLOC_VERBOSE */
 	bool near;             /* SIGMALLOC_NEAR: the near copy (preload/near.c) */
+	bool signal_warm;      /* SIGMALLOC_SIGNAL_WARM: handlers' entry (preload/signal_warm.c) */
 };
 extern struct sm_options _sm_options sm_hidden;
+
+// "preload/signal_warm.c": where the near copy's code is, for the stubs
+// that prefetch it at a signal handler's entry (0 and 0 without a copy).
+extern const char *_sm_near_code sm_hidden;
+extern size_t _sm_near_len sm_hidden;
 void _sm_options_init(void) sm_hidden;
 
 // "stats.c"

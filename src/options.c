@@ -23,6 +23,7 @@ struct sm_options _sm_options = {
 	.stats_at_exit = false,
 	.verbose = false,
 	.near = true,
+	.signal_warm = true,
 };
 
 enum option_kind { OPT_U32, OPT_BOOL, OPT_AUTO };
@@ -57,6 +58,9 @@ static const struct option_desc options[] = {
 	{ "NEAR", OPT_BOOL, &_sm_options.near, 0, 1,
 	  "copy the malloc/free hit paths near the main program and point its PLT slots there "
 	  "(preload/near.c)" },
+	{ "SIGNAL_WARM", OPT_BOOL, &_sm_options.signal_warm, 0, 1,
+	  "enter signal handlers installed with sigaction or signal through a stub that "
+	  "prefetches sigmalloc's hit paths and the thread's state (preload/signal_warm.c)" },
 };
 
 static char lower(char ch)
