@@ -27,7 +27,9 @@
  *
  * Signal safety: sigaction and signal may be called from a handler. The
  * interposers take no lock and allocate nothing: a scan of WARM_STUBS
- * words, at most one compare-and-swap, glibc's own call. The stubs read
+ * words, at most one compare-and-swap, the next interposer's or glibc's
+ * call (found with dlsym in this library's constructor: before it ran,
+ * sigaction calls glibc's directly). The stubs read
  * the thread's TLS block and two words written before main (near.c).
  *
  * What is not wrapped: handlers installed by glibc's sysv_signal, sigset
@@ -37,6 +39,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 
@@ -108,8 +111,10 @@ static bool warming(void)
 
 /* The stub that enters h, claiming one if none does yet; h itself when
  * all are taken. */
+static handler_fn unwrap(handler_fn h);
 static handler_fn wrap(handler_fn h)
 {
+	h = unwrap(h); /* a stub handed back (sigset, sysv_signal return them) */
 	for (int i = 0; i < WARM_STUBS; i++) {
 		handler_fn seen = __atomic_load_n(&stub_target[i], __ATOMIC_ACQUIRE);
 		if (seen == NULL && __atomic_compare_exchange_n(&stub_target[i], &seen, h, false,
@@ -130,16 +135,32 @@ static handler_fn unwrap(handler_fn h)
 	return h;
 }
 
+/* Signals a handler can be set for: the others fail in glibc (EINVAL)
+ * and must not take a stub. */
+static bool catchable(int sig)
+{
+	return sig > 0 && sig < NSIG && sig != SIGKILL && sig != SIGSTOP &&
+	       (sig < 32 || sig >= SIGRTMIN);
+}
+
+/* The next sigaction in the lookup order (another interposer's, such as
+ * the JVM's libjsig, or glibc's), found once; glibc's until then. */
+static int (*next_sigaction)(int, const struct sigaction *, struct sigaction *);
+
 __attribute__((visibility("default"))) int sigaction(int sig, const struct sigaction *act,
                                                      struct sigaction *old)
 {
+	int (*real)(int, const struct sigaction *, struct sigaction *) =
+		__atomic_load_n(&next_sigaction, __ATOMIC_ACQUIRE);
+	if (!real)
+		real = __sigaction;
 	struct sigaction wrapped;
-	if (act && is_handler(act->sa_sigaction) && warming()) {
+	if (act && catchable(sig) && is_handler(act->sa_sigaction) && warming()) {
 		wrapped = *act; /* a copy: act is the caller's, and const */
 		wrapped.sa_sigaction = wrap(act->sa_sigaction);
 		act = &wrapped;
 	}
-	int ret = __sigaction(sig, act, old);
+	int ret = real(sig, act, old);
 	if (ret == 0 && old)
 		old->sa_sigaction = unwrap(old->sa_sigaction);
 	return ret;
@@ -155,12 +176,14 @@ __attribute__((visibility("default"))) sighandler_t signal(int sig, sighandler_t
 	sighandler_t (*real)(int, sighandler_t) = __atomic_load_n(&libc_signal, __ATOMIC_ACQUIRE);
 	if (!real) {
 		real = (sighandler_t (*)(int, sighandler_t))dlsym(RTLD_NEXT, "signal");
-		if (!real)
+		if (!real) {
+			errno = ENOSYS;
 			return SIG_ERR;
+		}
 		__atomic_store_n(&libc_signal, real, __ATOMIC_RELEASE);
 	}
 	/* through void (*)(void): the casts between the two handler types */
-	if (is_handler((handler_fn)(void (*)(void))h) && warming())
+	if (catchable(sig) && is_handler((handler_fn)(void (*)(void))h) && warming())
 		h = (sighandler_t)(void (*)(void))wrap((handler_fn)(void (*)(void))h);
 	sighandler_t prev = real(sig, h);
 	if (prev == SIG_ERR)
@@ -170,6 +193,9 @@ __attribute__((visibility("default"))) sighandler_t signal(int sig, sighandler_t
 
 __attribute__((constructor)) static void signal_warm_setup(void)
 {
+	int (*next)(int, const struct sigaction *, struct sigaction *) =
+		(int (*)(int, const struct sigaction *, struct sigaction *))dlsym(RTLD_NEXT, "sigaction");
+	__atomic_store_n(&next_sigaction, next ? next : __sigaction, __ATOMIC_RELEASE);
 	if (!__atomic_load_n(&libc_signal, __ATOMIC_ACQUIRE))
 		__atomic_store_n(&libc_signal,
 		                 (sighandler_t (*)(int, sighandler_t))dlsym(RTLD_NEXT, "signal"),

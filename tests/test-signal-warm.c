@@ -4,7 +4,8 @@
  * kernel's disposition, read with the raw rt_sigaction call, is in
  * libsigmalloc.so), while every query returns the program's own pointer;
  * the handler runs with its signal, siginfo and context; one handler on
- * two signals shares a stub; SA_RESETHAND
+ * two signals shares a stub; a stub's own address given back installs its
+ * handler; a failed call (SIGKILL) takes no stub; SA_RESETHAND
  * still resets; once the stubs are all taken, handlers are installed as
  * they are and still work. With SIGMALLOC_SIGNAL_WARM=0 (argument "off")
  * the kernel has the program's pointers.
@@ -13,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -81,6 +83,15 @@ int main(int argc, char **argv)
 	bool on = !(argc > 1 && strcmp(argv[1], "off") == 0);
 	free(malloc(1));
 
+	/* Failed calls (SIGKILL) take no stub: the count at the end holds. */
+	for (int i = 0; i < N_MANY; i++) {
+		struct sigaction k;
+		memset(&k, 0, sizeof k);
+		k.sa_handler = many[i];
+		errno = 0;
+		REQUIRE(sigaction(SIGKILL, &k, NULL) == -1 && errno == EINVAL);
+	}
+
 	/* sigaction, SA_SIGINFO: the kernel has a stub, the program its own. */
 	struct sigaction sa, old;
 	memset(&sa, 0, sizeof sa);
@@ -98,6 +109,14 @@ int main(int argc, char **argv)
 	REQUIRE(old.sa_sigaction == three_args && (old.sa_flags & SA_SIGINFO));
 	REQUIRE(raise(SIGUSR1) == 0);
 	REQUIRE(got_sig == SIGUSR1 && got_info_signo == SIGUSR1 && got_uc);
+
+	/* A stub's address given back (as sigset or sysv_signal return it)
+	 * installs the handler it enters, and reads back as that handler. */
+	struct sigaction back = sa;
+	back.sa_sigaction = (void (*)(int, siginfo_t *, void *))(uintptr_t)k1;
+	REQUIRE(sigaction(SIGUSR1, &back, NULL) == 0);
+	REQUIRE(kernel_handler(SIGUSR1) == k1);
+	REQUIRE(sigaction(SIGUSR1, NULL, &old) == 0 && old.sa_sigaction == three_args);
 
 	/* The same handler on another signal: the same stub. */
 	REQUIRE(sigaction(SIGRTMIN, &sa, NULL) == 0);
