@@ -21,13 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REQUIRE(e)                                                                   \
-	do {                                                                         \
-		if (!(e)) {                                                          \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #e); \
-			exit(1);                                                     \
-		}                                                                    \
-	} while (0)
+#include "testhelper.h"
+
 
 static int first_object(struct dl_phdr_info *info, size_t size, void *arg)
 {

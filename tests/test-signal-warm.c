@@ -24,13 +24,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define REQUIRE(e)                                                                   \
-	do {                                                                         \
-		if (!(e)) {                                                          \
-			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #e); \
-			exit(1);                                                     \
-		}                                                                    \
-	} while (0)
+#include "testhelper.h"
+
 
 /* The kernel's disposition of sig, bypassing glibc and sigmalloc. */
 static void *kernel_handler(int sig)

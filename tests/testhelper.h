@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static int tests_passed, tests_failed;
 
@@ -28,6 +29,15 @@ static int tests_passed, tests_failed;
 	     fprintf(stderr, "FAIL: %s (%s:%d)\n", name, __FILE__, __LINE__))))
 
 #define BANNER(title) fprintf(stderr, "--- %s\n", title)
+
+/* Fail-fast: a check that later steps depend on; exits 1 with the line. */
+#define REQUIRE(e)                                                                   \
+	do {                                                                         \
+		if (!(e)) {                                                          \
+			fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #e); \
+			exit(1);                                                     \
+		}                                                                    \
+	} while (0)
 
 /* Marsaglia's xorshift generators: cheap, and reentrant in a signal handler
  * when each context keeps its own state. */
