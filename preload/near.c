@@ -56,7 +56,6 @@
 /* x86-64 only (its relocations, %fs); not in a sanitizer's build, whose
  * instrumentation would call out of the section. */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
 #include <stdio.h>
@@ -256,21 +255,44 @@ static bool main_program_plt(struct plt_info *pi)
 	return pi->jmprel && pi->symtab && pi->strtab && pltrel == DT_RELA;
 }
 
-/* One page of executable memory within 2 GiB of the program's code (below
- * it: the heap grows above), or NULL. */
-static void *map_near(uintptr_t text_lo, size_t len)
+/* Maps len bytes at exactly hint, or returns NULL. */
+static void *map_at(uintptr_t hint, size_t len)
 {
+	void *m = mmap((void *)hint, len, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	if ((uintptr_t)m == hint)
+		return m;
+	munmap(m, len); /* a kernel without MAP_FIXED_NOREPLACE put it elsewhere */
+	return NULL;
+}
+
+/* len bytes of memory within reach of a rel32 call from anywhere in the
+ * program's image, or NULL. Below the image first, in 16 MiB steps down to
+ * 1 GiB away (the brk heap grows above it). A program loaded low, as a
+ * non-PIE one at 0x400000 is, has no room below: then near the top of the
+ * reach above, 2 GiB less 16 MiB steps from the image's start, which leaves
+ * the brk heap (which starts within 32 MiB of the image's end) the room
+ * up to it. The image is assumed under 1 GiB. */
+static void *map_near(const struct plt_info *pi, size_t len)
+{
+	const uintptr_t step = (uintptr_t)16 << 20;
 	for (uintptr_t k = 1; k <= 64; k++) {
-		uintptr_t hint = (text_lo & ~(uintptr_t)0xfffff) - k * ((uintptr_t)16 << 20);
-		if (hint >= text_lo)
+		uintptr_t hint = (pi->image_lo & ~(step - 1)) - k * step;
+		if (hint >= pi->image_lo)
 			break; /* wrapped below 0 */
-		void *m = mmap((void *)hint, len, PROT_READ | PROT_WRITE,
-		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-		if (m == MAP_FAILED)
-			continue;
-		if ((uintptr_t)m == hint)
+		void *m = map_at(hint, len);
+		if (m)
 			return m;
-		munmap(m, len); /* a kernel without MAP_FIXED_NOREPLACE put it elsewhere */
+	}
+	for (uintptr_t k = 1; k <= 64; k++) {
+		uintptr_t hint = (pi->image_lo & ~(step - 1)) + ((uintptr_t)2 << 30) - k * step;
+		if (hint < pi->image_hi)
+			break;
+		void *m = map_at(hint, len);
+		if (m)
+			return m;
 	}
 	return NULL;
 }
@@ -282,6 +304,31 @@ static bool slot_is_ours(const struct plt_info *pi, void **slot, void *ours)
 {
 	uintptr_t v = (uintptr_t)*slot;
 	return v == (uintptr_t)ours || (v >= pi->image_lo && v < pi->image_hi);
+}
+
+/* The slot if the program's calls through it reach ours, else NULL. A
+ * slot still lazily bound is bound first, by a call through it, as the
+ * program's own first call would: ld.so's lookup of the program's
+ * relocation decides, not dlsym, which in a program that takes the
+ * function's address (a non-PIE python3.11) returns the program's own PLT
+ * entry, the function's canonical address. The call is malloc(1), whose
+ * block goes back to ours or, if another allocator's malloc was bound,
+ * stays with it (one byte, once); or free(NULL). */
+static void **bound_to(const struct plt_info *pi, void **slot, void *ours)
+{
+	if (!slot)
+		return NULL;
+	uintptr_t v = (uintptr_t)*slot;
+	if (v >= pi->image_lo && v < pi->image_hi) {
+		if (ours == (void *)sm_malloc) {
+			void *p = ((void *(*)(size_t))v)(1);
+			if (*slot == ours)
+				sm_free(p);
+		} else {
+			((void (*)(void *))v)(NULL);
+		}
+	}
+	return *slot == ours ? slot : NULL;
 }
 
 /* Writes the thread state's offset into every near_tpoff site of the copy;
@@ -370,11 +417,6 @@ __attribute__((constructor)) static void near_setup(void)
 	struct plt_info pi;
 	if (!main_program_plt(&pi))
 		return;
-	/* The program's lookup of malloc and free must find this library's (a
-	 * program with its own malloc keeps calling it). */
-	if (dlsym(RTLD_DEFAULT, "malloc") != (void *)sm_malloc ||
-	    dlsym(RTLD_DEFAULT, "free") != (void *)sm_free)
-		return;
 	void **slot_malloc = NULL, **slot_free = NULL;
 	for (size_t i = 0; i < pi.n_rel; i++) {
 		const ElfW(Rela) *r = &pi.jmprel[i];
@@ -387,11 +429,15 @@ __attribute__((constructor)) static void near_setup(void)
 		else if (strcmp(name, "free") == 0 && slot_is_ours(&pi, (void **)at, (void *)sm_free))
 			slot_free = (void **)at;
 	}
+	/* The program's calls must reach this library's malloc and free (a
+	 * program whose lookup finds another's keeps calling that one). */
+	slot_malloc = bound_to(&pi, slot_malloc, (void *)sm_malloc);
+	slot_free = bound_to(&pi, slot_free, (void *)sm_free);
 	if (!slot_malloc && !slot_free)
 		return;
 	size_t len = (size_t)(__stop_sm_near_text - __start_sm_near_text);
 	size_t map_len = (len + 4095) & ~(size_t)4095;
-	char *copy = map_near(pi.text_lo, map_len);
+	char *copy = map_near(&pi, map_len);
 	if (!copy)
 		return;
 	memcpy(copy, __start_sm_near_text, len);
