@@ -45,8 +45,11 @@
  * (LD_AUDIT, DT_AUDIT); a slot that holds neither the program's lazy PLT
  * stub nor this library's function (someone's hook); a read-only slot
  * (-z now with full RELRO) whose page mprotect will not make writable;
- * the program's `malloc` not resolving to this library; no free
- * address space within 2 GiB of the program; mprotect refused (W^X
+ * a slot that the program's own binding does not point at this library
+ * (malloc and free are decided one by one: a slot still lazily bound is
+ * bound first, before main, by a call through it, malloc(1) and
+ * free(NULL); under LD_BIND_NOT it stays unbound, and so unused); no free
+ * address space below the program's image; mprotect refused (W^X
  * policies). Costs one page of address space and, when set up, one page of
  * memory (docs/MEMORY.md). Debuggers: a breakpoint on `malloc` does not
  * stop at the program's own calls that hit; SIGMALLOC_NEAR=0 restores that.
@@ -268,13 +271,12 @@ static void *map_at(uintptr_t hint, size_t len)
 	return NULL;
 }
 
-/* len bytes of memory within reach of a rel32 call from anywhere in the
- * program's image, or NULL. Below the image first, in 16 MiB steps down to
- * 1 GiB away (the brk heap grows above it). A program loaded low, as a
- * non-PIE one at 0x400000 is, has no room below: then near the top of the
- * reach above, 2 GiB less 16 MiB steps from the image's start, which leaves
- * the brk heap (which starts within 32 MiB of the image's end) the room
- * up to it. The image is assumed under 1 GiB. */
+/* len bytes of memory just below the program's image, or NULL: in 16 MiB
+ * steps down to 1 GiB from it (the brk heap grows above the image, so
+ * nothing is put in its way), or, for a program loaded too low for those
+ * (a non-PIE one, at 0x400000), the pages right below the image, above
+ * vm.mmap_min_addr. Only the distance from the program's calls matters,
+ * not reach: the PLT's `jmp *slot` is absolute. */
 static void *map_near(const struct plt_info *pi, size_t len)
 {
 	const uintptr_t step = (uintptr_t)16 << 20;
@@ -286,49 +288,61 @@ static void *map_near(const struct plt_info *pi, size_t len)
 		if (m)
 			return m;
 	}
-	for (uintptr_t k = 1; k <= 64; k++) {
-		uintptr_t hint = (pi->image_lo & ~(step - 1)) + ((uintptr_t)2 << 30) - k * step;
-		if (hint < pi->image_hi)
-			break;
-		void *m = map_at(hint, len);
-		if (m)
-			return m;
-	}
+	if (pi->image_lo > len)
+		return map_at(pi->image_lo - len, len);
 	return NULL;
 }
 
-/* A slot still lazily bound (it points into the program's own PLT) or
- * bound to this library's function: anything else is someone's hook
- * (a tracer that patched the program's GOT), left in place. */
-static bool slot_is_ours(const struct plt_info *pi, void **slot, void *ours)
+/* Whether a slot is still lazily bound: it points into the program's own
+ * PLT (LD_BIND_NOT keeps it so). */
+static bool lazy(const struct plt_info *pi, void **slot)
 {
 	uintptr_t v = (uintptr_t)*slot;
-	return v == (uintptr_t)ours || (v >= pi->image_lo && v < pi->image_hi);
+	return v >= pi->image_lo && v < pi->image_hi;
 }
 
-/* The slot if the program's calls through it reach ours, else NULL. A
- * slot still lazily bound is bound first, by a call through it, as the
- * program's own first call would: ld.so's lookup of the program's
- * relocation decides, not dlsym, which in a program that takes the
- * function's address (a non-PIE python3.11) returns the program's own PLT
- * entry, the function's canonical address. The call is malloc(1), whose
- * block goes back to ours or, if another allocator's malloc was bound,
- * stays with it (one byte, once); or free(NULL). */
-static void **bound_to(const struct plt_info *pi, void **slot, void *ours)
+/* A slot still lazily bound or bound to this library's function: anything
+ * else is someone's hook (a tracer that patched the program's GOT), left in
+ * place. */
+static bool slot_is_ours(const struct plt_info *pi, void **slot, void *ours)
+{
+	return *slot == ours || lazy(pi, slot);
+}
+
+/* Which function the program's calls through its slots reach decides, not
+ * dlsym: in a program that takes malloc's address (a non-PIE python3.11)
+ * dlsym returns the program's own PLT entry, the function's canonical
+ * address. So a slot still lazily bound is bound first, by a call through
+ * it, as the program's own first call would bind it, and kept only if it
+ * then holds ours. malloc and free are decided one by one.
+ *
+ * free's slot (if not NULL) or NULL: bound by free(NULL). */
+static void **bind_free(const struct plt_info *pi, void **slot)
 {
 	if (!slot)
 		return NULL;
-	uintptr_t v = (uintptr_t)*slot;
-	if (v >= pi->image_lo && v < pi->image_hi) {
-		if (ours == (void *)sm_malloc) {
-			void *p = ((void *(*)(size_t))v)(1);
-			if (*slot == ours)
-				sm_free(p);
-		} else {
-			((void (*)(void *))v)(NULL);
-		}
+	if (lazy(pi, slot))
+		((void (*)(void *))*slot)(NULL);
+	return *slot == (void *)sm_free ? slot : NULL;
+}
+
+/* malloc's slot (if not NULL) or NULL: bound by malloc(1), whose block goes
+ * back the way the program frees (through its free slot, bound already),
+ * or to ours if the program has no free slot and its malloc is ours; else
+ * (another allocator's malloc, and no free slot) one byte stays with that
+ * allocator. */
+static void **bind_malloc(const struct plt_info *pi, void **slot, void **free_slot)
+{
+	if (!slot)
+		return NULL;
+	if (lazy(pi, slot)) {
+		void *p = ((void *(*)(size_t))*slot)(1);
+		if (free_slot)
+			((void (*)(void *))*free_slot)(p);
+		else if (*slot == (void *)sm_malloc)
+			sm_free(p);
 	}
-	return *slot == ours ? slot : NULL;
+	return *slot == (void *)sm_malloc ? slot : NULL;
 }
 
 /* Writes the thread state's offset into every near_tpoff site of the copy;
@@ -431,8 +445,9 @@ __attribute__((constructor)) static void near_setup(void)
 	}
 	/* The program's calls must reach this library's malloc and free (a
 	 * program whose lookup finds another's keeps calling that one). */
-	slot_malloc = bound_to(&pi, slot_malloc, (void *)sm_malloc);
-	slot_free = bound_to(&pi, slot_free, (void *)sm_free);
+	void **program_free = slot_free;
+	slot_free = bind_free(&pi, program_free);
+	slot_malloc = bind_malloc(&pi, slot_malloc, program_free);
 	if (!slot_malloc && !slot_free)
 		return;
 	size_t len = (size_t)(__stop_sm_near_text - __start_sm_near_text);
