@@ -32,9 +32,11 @@
  * sigaction calls glibc's directly). The stubs read
  * the thread's TLS block and two words written before main (near.c).
  *
- * What is not wrapped: handlers installed by glibc's sysv_signal, sigset
- * or bsd_signal, or by the rt_sigaction system call directly (Go's
- * runtime, for one); SIGMALLOC_SIGNAL_WARM=0 wraps nothing. What it
+ * Interposed: sigaction, and signal, bsd_signal, ssignal, sysv_signal,
+ * __sysv_signal and sigset (glibc's versions of these call its internal
+ * __sigaction, not sigaction). What is not wrapped: handlers installed by
+ * the rt_sigaction system call directly (Go's runtime, for one), or by
+ * the obsolete sigvec; SIGMALLOC_SIGNAL_WARM=0 wraps nothing. What it
  * costs: docs/PERFORMANCE.md, "Session 15".
  */
 #define _GNU_SOURCE
@@ -166,21 +168,38 @@ __attribute__((visibility("default"))) int sigaction(int sig, const struct sigac
 	return ret;
 }
 
-/* glibc's signal (BSD semantics: SA_RESTART unless siginterrupt said
- * otherwise), found once: the first call may come before this library's
- * constructors ran, from another library's. */
-static sighandler_t (*libc_signal)(int, sighandler_t);
+/* glibc's functions that install a handler without calling sigaction
+ * through the PLT (they call its internal __sigaction), each interposed
+ * the same way: the handler goes in wrapped, the old one comes back
+ * unwrapped. signal, bsd_signal and ssignal are one function in glibc
+ * (BSD semantics: SA_RESTART unless siginterrupt said otherwise);
+ * sysv_signal and __sysv_signal another (one-shot; <signal.h> turns
+ * signal into __sysv_signal when __USE_MISC is off, as with -std=c11 and
+ * no feature macro); sigset a third (System V: SIG_HOLD blocks). */
+typedef sighandler_t (*signal_like_fn)(int, sighandler_t);
+#define SIGNAL_LIKE_FUNCTIONS(X) X(signal) X(bsd_signal) X(ssignal) X(sysv_signal) \
+	X(__sysv_signal) X(sigset)
 
-__attribute__((visibility("default"))) sighandler_t signal(int sig, sighandler_t h)
+/* The next definition of name in the lookup order (glibc's), found once:
+ * in this library's constructor, or at the first call if that comes
+ * before it, from another library's constructor. */
+static signal_like_fn next_signal_like(signal_like_fn *next, const char *name)
 {
-	sighandler_t (*real)(int, sighandler_t) = __atomic_load_n(&libc_signal, __ATOMIC_ACQUIRE);
+	signal_like_fn real = __atomic_load_n(next, __ATOMIC_ACQUIRE);
 	if (!real) {
-		real = (sighandler_t (*)(int, sighandler_t))dlsym(RTLD_NEXT, "signal");
-		if (!real) {
-			errno = ENOSYS;
-			return SIG_ERR;
-		}
-		__atomic_store_n(&libc_signal, real, __ATOMIC_RELEASE);
+		real = (signal_like_fn)dlsym(RTLD_NEXT, name);
+		if (real)
+			__atomic_store_n(next, real, __ATOMIC_RELEASE);
+	}
+	return real;
+}
+
+static sighandler_t through(signal_like_fn *next, const char *name, int sig, sighandler_t h)
+{
+	signal_like_fn real = next_signal_like(next, name);
+	if (!real) {
+		errno = ENOSYS;
+		return SIG_ERR;
 	}
 	/* through void (*)(void): the casts between the two handler types */
 	if (catchable(sig) && is_handler((handler_fn)(void (*)(void))h) && warming())
@@ -191,13 +210,20 @@ __attribute__((visibility("default"))) sighandler_t signal(int sig, sighandler_t
 	return (sighandler_t)(void (*)(void))unwrap((handler_fn)(void (*)(void))prev);
 }
 
+#define SIGNAL_LIKE(name)                                                              \
+	static signal_like_fn next_##name;                                             \
+	__attribute__((visibility("default"))) sighandler_t name(int sig, sighandler_t h) \
+	{                                                                              \
+		return through(&next_##name, #name, sig, h);                           \
+	}
+SIGNAL_LIKE_FUNCTIONS(SIGNAL_LIKE)
+
 __attribute__((constructor)) static void signal_warm_setup(void)
 {
 	int (*next)(int, const struct sigaction *, struct sigaction *) =
 		(int (*)(int, const struct sigaction *, struct sigaction *))dlsym(RTLD_NEXT, "sigaction");
 	__atomic_store_n(&next_sigaction, next ? next : __sigaction, __ATOMIC_RELEASE);
-	if (!__atomic_load_n(&libc_signal, __ATOMIC_ACQUIRE))
-		__atomic_store_n(&libc_signal,
-		                 (sighandler_t (*)(int, sighandler_t))dlsym(RTLD_NEXT, "signal"),
-		                 __ATOMIC_RELEASE);
+#define FIND_NEXT(name) (void)next_signal_like(&next_##name, #name);
+	SIGNAL_LIKE_FUNCTIONS(FIND_NEXT)
+#undef FIND_NEXT
 }

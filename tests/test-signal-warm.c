@@ -3,7 +3,9 @@
  * sigaction or signal is entered through one of sigmalloc's stubs (the
  * kernel's disposition, read with the raw rt_sigaction call, is in
  * libsigmalloc.so), while every query returns the program's own pointer;
- * the handler runs with its signal, siginfo and context; one handler on
+ * the handler runs with its signal, siginfo and context; so do handlers
+ * installed with bsd_signal, ssignal, sysv_signal, __sysv_signal and
+ * sigset, which do not call sigaction through the PLT; one handler on
  * two signals shares a stub; a stub's own address given back installs its
  * handler; a failed call (SIGKILL) takes no stub; SA_RESETHAND
  * still resets; once the stubs are all taken, handlers are installed as
@@ -25,6 +27,12 @@
 #include <unistd.h>
 
 #include "testhelper.h"
+
+/* Declared by <signal.h> only before POSIX 2008, which _GNU_SOURCE asks for;
+ * glibc still exports it. */
+extern sighandler_t bsd_signal(int sig, sighandler_t handler);
+/* sigset is obsolete, and what is tested here. */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 
 /* The kernel's disposition of sig, bypassing glibc and sigmalloc. */
@@ -133,6 +141,47 @@ int main(int argc, char **argv)
 	REQUIRE(signal(SIGUSR2, SIG_IGN) == one_arg);
 	REQUIRE(kernel_handler(SIGUSR2) == FN(SIG_IGN));
 	REQUIRE(signal(SIGUSR2, SIG_DFL) == SIG_IGN);
+
+	/* glibc's other ways to install a handler, which do not call sigaction
+	 * through the PLT: wrapped the same, one_arg's stub shared. sysv_signal
+	 * is one-shot; sigset's SIG_HOLD blocks the signal. */
+	static const struct {
+		const char *name;
+		sighandler_t (*fn)(int, sighandler_t);
+		bool one_shot;
+	} like[] = {
+		{ "bsd_signal", bsd_signal, false },
+		{ "ssignal", ssignal, false },
+		{ "sysv_signal", sysv_signal, true },
+		{ "__sysv_signal", __sysv_signal, true },
+		{ "sigset", sigset, false },
+	};
+	for (size_t i = 0; i < sizeof like / sizeof like[0]; i++) {
+		int hits = one_arg_hits;
+		if (like[i].fn(SIGUSR2, one_arg) != SIG_DFL) {
+			fprintf(stderr, "FAIL %s: old handler\n", like[i].name);
+			return 1;
+		}
+		void *k = kernel_handler(SIGUSR2);
+		if (on ? !in_sigmalloc(k) : k != FN(one_arg)) {
+			fprintf(stderr, "FAIL %s: the kernel has %p\n", like[i].name, k);
+			return 1;
+		}
+		REQUIRE(raise(SIGUSR2) == 0 && one_arg_hits == hits + 1);
+		sighandler_t want = like[i].one_shot ? SIG_DFL : one_arg;
+		if (!like[i].one_shot) {
+			REQUIRE(like[i].fn(SIGUSR2, one_arg) == one_arg); /* installed again */
+			REQUIRE(kernel_handler(SIGUSR2) == k);
+		}
+		if (like[i].fn == sigset) {
+			REQUIRE(sigset(SIGUSR2, SIG_HOLD) == one_arg);
+			want = SIG_HOLD;
+		}
+		if (like[i].fn(SIGUSR2, SIG_DFL) != want) {
+			fprintf(stderr, "FAIL %s: the handler read back\n", like[i].name);
+			return 1;
+		}
+	}
 
 	/* SA_RESETHAND: back to SIG_DFL after one delivery. */
 	sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
