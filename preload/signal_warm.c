@@ -1,6 +1,6 @@
 /*
- * Signal entry warming: handlers that the program installs with sigaction
- * or signal are entered through a stub of sigmalloc's that prefetches the
+ * Signal entry warming: handlers that the program installs with sigaction,
+ * signal or glibc's other installers (below) are entered through a stub of sigmalloc's that prefetches the
  * lines a malloc and free in the handler will touch (the near copy's code,
  * the library's hit paths, the thread's state), then jumps to the handler.
  *
@@ -25,11 +25,14 @@
  * and its call is a tail call, so a backtrace from the handler shows no
  * extra frame.
  *
- * Signal safety: sigaction and signal may be called from a handler. The
- * interposers take no lock and allocate nothing: a scan of WARM_STUBS
- * words, at most one compare-and-swap, the next interposer's or glibc's
- * call (found with dlsym in this library's constructor: before it ran,
- * sigaction calls glibc's directly). The stubs read
+ * Signal safety: sigaction, signal and sigset may be called from a
+ * handler (signal-safety(7)). The interposers take no lock and allocate
+ * nothing: a scan of WARM_STUBS words, at most one compare-and-swap, the
+ * next interposer's or glibc's call, found with dlsym in this library's
+ * constructor. Before it ran, sigaction calls glibc's directly, but the
+ * signal-like ones call dlsym, which takes the loader's lock: a handler
+ * calling signal during early start-up, while its thread is inside the
+ * loader, could deadlock there. The stubs read
  * the thread's TLS block and two words written before main (near.c).
  *
  * Interposed: sigaction, and signal, bsd_signal, ssignal, sysv_signal,

@@ -35,8 +35,9 @@ extern sighandler_t bsd_signal(int sig, sighandler_t handler);
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 
-/* The kernel's disposition of sig, bypassing glibc and sigmalloc. */
-static void *kernel_handler(int sig)
+/* The kernel's disposition of sig (handler, and flags if wanted),
+ * bypassing glibc and sigmalloc. */
+static void *kernel_action(int sig, unsigned long *flags)
 {
 	struct {
 		void *handler;
@@ -45,7 +46,14 @@ static void *kernel_handler(int sig)
 		uint64_t mask;
 	} k;
 	REQUIRE(syscall(SYS_rt_sigaction, sig, NULL, &k, 8) == 0);
+	if (flags)
+		*flags = k.flags;
 	return k.handler;
+}
+
+static void *kernel_handler(int sig)
+{
+	return kernel_action(sig, NULL);
 }
 
 /* A function's address as data. */
@@ -162,11 +170,19 @@ int main(int argc, char **argv)
 			fprintf(stderr, "FAIL %s: old handler\n", like[i].name);
 			return 1;
 		}
-		void *k = kernel_handler(SIGUSR2);
+		unsigned long flags;
+		void *k = kernel_action(SIGUSR2, &flags);
 		if (on ? !in_sigmalloc(k) : k != FN(one_arg)) {
 			fprintf(stderr, "FAIL %s: the kernel has %p\n", like[i].name, k);
 			return 1;
 		}
+		/* glibc's flags, as without sigmalloc: one-shot and unmasked for
+		 * System V, restarting for BSD */
+		if (like[i].one_shot)
+			REQUIRE((flags & (SA_RESETHAND | SA_NODEFER)) == (SA_RESETHAND | SA_NODEFER) &&
+			        !(flags & SA_RESTART));
+		else if (like[i].fn != sigset)
+			REQUIRE(flags & SA_RESTART);
 		REQUIRE(raise(SIGUSR2) == 0 && one_arg_hits == hits + 1);
 		sighandler_t want = like[i].one_shot ? SIG_DFL : one_arg;
 		if (!like[i].one_shot) {
@@ -182,6 +198,16 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	/* sigset on a blocked signal: the handler goes in wrapped, SIG_HOLD
+	 * comes back, and the signal is unblocked. */
+	sigset_t block, now;
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR2);
+	REQUIRE(sigprocmask(SIG_BLOCK, &block, NULL) == 0);
+	REQUIRE(sigset(SIGUSR2, one_arg) == SIG_HOLD);
+	REQUIRE(on ? in_sigmalloc(kernel_handler(SIGUSR2)) : kernel_handler(SIGUSR2) == FN(one_arg));
+	REQUIRE(sigprocmask(SIG_BLOCK, NULL, &now) == 0 && !sigismember(&now, SIGUSR2));
+	REQUIRE(sigset(SIGUSR2, SIG_DFL) == one_arg);
 
 	/* SA_RESETHAND: back to SIG_DFL after one delivery. */
 	sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
