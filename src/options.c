@@ -59,8 +59,9 @@ static const struct option_desc options[] = {
 	  "copy the malloc/free hit paths near the main program and point its PLT slots there "
 	  "(preload/near.c)" },
 	{ "SIGNAL_WARM", OPT_BOOL, &_sm_options.signal_warm, 0, 1,
-	  "enter signal handlers installed with sigaction or signal through a stub that "
-	  "prefetches sigmalloc's hit paths and the thread's state (preload/signal_warm.c)" },
+	  "enter signal handlers installed with sigaction, signal or glibc's other installers "
+	  "through a stub that prefetches sigmalloc's hit paths and the thread's state "
+	  "(preload/signal_warm.c)" },
 };
 
 static char lower(char ch)
