@@ -119,7 +119,7 @@ static bool warming(void)
 static handler_fn unwrap(handler_fn h);
 static handler_fn wrap(handler_fn h)
 {
-	h = unwrap(h); /* a stub handed back (sigset, sysv_signal return them) */
+	h = unwrap(h); /* a stub handed back (glibc's __sigaction and sigvec return them) */
 	for (int i = 0; i < WARM_STUBS; i++) {
 		handler_fn seen = __atomic_load_n(&stub_target[i], __ATOMIC_ACQUIRE);
 		if (seen == NULL && __atomic_compare_exchange_n(&stub_target[i], &seen, h, false,
@@ -148,6 +148,13 @@ static bool catchable(int sig)
 	       (sig < 32 || sig >= SIGRTMIN);
 }
 
+/* What to install for a handler h of sig: its stub, or h itself (not a
+ * handler, a signal that cannot be caught, warming off, or no stub left). */
+static handler_fn to_install(int sig, handler_fn h)
+{
+	return catchable(sig) && is_handler(h) && warming() ? wrap(h) : h;
+}
+
 /* The next sigaction in the lookup order (another interposer's, such as
  * the JVM's libjsig, or glibc's), found once; glibc's until then. */
 static int (*next_sigaction)(int, const struct sigaction *, struct sigaction *);
@@ -160,9 +167,9 @@ __attribute__((visibility("default"))) int sigaction(int sig, const struct sigac
 	if (!real)
 		real = __sigaction;
 	struct sigaction wrapped;
-	if (act && catchable(sig) && is_handler(act->sa_sigaction) && warming()) {
+	if (act) {
 		wrapped = *act; /* a copy: act is the caller's, and const */
-		wrapped.sa_sigaction = wrap(act->sa_sigaction);
+		wrapped.sa_sigaction = to_install(sig, act->sa_sigaction);
 		act = &wrapped;
 	}
 	int ret = real(sig, act, old);
@@ -197,6 +204,17 @@ static signal_like_fn next_signal_like(signal_like_fn *next, const char *name)
 	return real;
 }
 
+/* The casts between the two handler types, through void (*)(void). */
+static handler_fn as_handler(sighandler_t h)
+{
+	return (handler_fn)(void (*)(void))h;
+}
+
+static sighandler_t as_sighandler(handler_fn h)
+{
+	return (sighandler_t)(void (*)(void))h;
+}
+
 static sighandler_t through(signal_like_fn *next, const char *name, int sig, sighandler_t h)
 {
 	signal_like_fn real = next_signal_like(next, name);
@@ -204,13 +222,10 @@ static sighandler_t through(signal_like_fn *next, const char *name, int sig, sig
 		errno = ENOSYS;
 		return SIG_ERR;
 	}
-	/* through void (*)(void): the casts between the two handler types */
-	if (catchable(sig) && is_handler((handler_fn)(void (*)(void))h) && warming())
-		h = (sighandler_t)(void (*)(void))wrap((handler_fn)(void (*)(void))h);
-	sighandler_t prev = real(sig, h);
+	sighandler_t prev = real(sig, as_sighandler(to_install(sig, as_handler(h))));
 	if (prev == SIG_ERR)
 		return prev;
-	return (sighandler_t)(void (*)(void))unwrap((handler_fn)(void (*)(void))prev);
+	return as_sighandler(unwrap(as_handler(prev)));
 }
 
 #define SIGNAL_LIKE(name)                                                              \
