@@ -1,6 +1,6 @@
 /*
  * The near copy (preload/near.c), under LD_PRELOAD, in a program linked
- * with lazy binding (or, second argument "now", bound at start-up): after start-up the program's PLT slots for malloc and
+ * with lazy binding: after start-up the program's PLT slots for malloc and
  * free hold the copy's addresses, within 2 GiB of the program's code, in
  * an executable page that no object maps; calls through them allocate and
  * free correctly in every class, from threads too; with SIGMALLOC_NEAR=0
